@@ -1,0 +1,68 @@
+"""The ``openastro`` command line: one click group, one subgroup per role.
+
+Layering: this package turns arguments into calls on the ``OpenAstro`` application object and turns domain
+exceptions into one clear error line (``click.ClickException``); it never writes SQL.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+import click
+
+from server.context import OpenAstro
+from server.db import DatabaseError
+from server.settings import SettingsError, load_settings
+from server.storage import StorageError
+
+# Role subgroups, each a module of this package defining one click command or group of the same name.
+ROLE_MODULES = ("config", "db", "pipeline", "sites", "serve", "results", "ttv", "campaign", "boinc", "demo")
+
+DOMAIN_ERRORS = (SettingsError, DatabaseError, StorageError)
+
+
+class OpenAstroGroup(click.Group):
+    """Turns the domain errors every command can hit into one line and exit code 1."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except DOMAIN_ERRORS as exc:
+            raise click.ClickException(str(exc)) from None
+
+
+@click.group(cls=OpenAstroGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None,
+              help="TOML settings file (also OPENASTRO_CONFIG).")
+@click.version_option(package_name="openastro-compute", prog_name="openastro")
+@click.pass_context
+def main(ctx: click.Context, config_path: str | None) -> None:
+    """OpenAstro Compute: amateur telescope data to science, scaled out through BOINC.
+
+    Settings come from defaults, an optional TOML file and OPENASTRO_* environment variables
+    (see `openastro config show`).
+    """
+    try:
+        settings = load_settings(config_path)
+    except SettingsError as exc:
+        raise click.ClickException(str(exc)) from None
+    ctx.obj = OpenAstro(settings)
+
+
+def _register() -> None:
+    for name in ROLE_MODULES:
+        module_name = f"{__name__}.{name}"
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name == module_name:
+                continue  # role not built yet
+            raise
+        main.add_command(getattr(module, name))
+
+
+_register()
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

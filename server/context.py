@@ -1,0 +1,38 @@
+"""The application object: resolved settings plus the database and object store built from them.
+
+``cli.py -> OpenAstro -> storage/db`` (the datasette layering): commands get this object, never globals.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+
+from server.db import Database
+from server.settings import Settings, load_settings
+from server.storage import LocalObjectStore
+
+
+class OpenAstro:
+    def __init__(self, settings: Settings | None = None) -> None:
+        self.settings = settings if settings is not None else load_settings()
+
+    @cached_property
+    def db(self) -> Database:
+        return Database(self.settings.resolved_database_url)
+
+    @cached_property
+    def store(self) -> LocalObjectStore:
+        return LocalObjectStore(self.settings.resolved_storage_dir)
+
+    @property
+    def var_dir(self):
+        from pathlib import Path
+
+        path = Path(self.settings.var_dir).absolute()
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def work_dir(self, name: str):
+        path = self.var_dir / "work" / name
+        path.mkdir(parents=True, exist_ok=True)
+        return path

@@ -1,0 +1,227 @@
+"""The one settings registry.
+
+Every setting has a name, a type, a default, an environment variable (``OPENASTRO_<NAME>``) and help.
+Settings are resolved once at start-up, in this order (later wins):
+
+1. the defaults below (the *embedded* defaults: SQLite and a file store under ``./var``, local executor),
+2. an optional TOML file (``--config FILE`` or ``OPENASTRO_CONFIG``), keys are setting names,
+3. the environment (``OPENASTRO_DATABASE_URL=...``).
+
+The resolved :class:`Settings` object is frozen and passed explicitly; nothing reads the environment at
+import time.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+ENV_PREFIX = "OPENASTRO_"
+
+
+class SettingsError(ValueError):
+    """A setting has an unknown name or an invalid value."""
+
+
+def _positive_int(value: Any) -> int:
+    if isinstance(value, bool):
+        raise ValueError("expected a whole number")
+    number = int(value)
+    if number < 1:
+        raise ValueError("must be >= 1")
+    return number
+
+
+def _positive_float(value: Any) -> float:
+    number = float(value)
+    if not number > 0:
+        raise ValueError("must be > 0")
+    return number
+
+
+def _port(value: Any) -> int:
+    number = int(value)
+    if not 0 < number < 65536:
+        raise ValueError("must be a TCP port 1-65535")
+    return number
+
+
+def _choice(*options: str) -> Callable[[Any], str]:
+    def parse(value: Any) -> str:
+        text = str(value).strip().lower()
+        if text not in options:
+            raise ValueError(f"must be one of {', '.join(options)}")
+        return text
+
+    return parse
+
+
+def _text(value: Any) -> str:
+    text = str(value).strip()
+    if not text:
+        raise ValueError("must not be empty")
+    return text
+
+
+def _optional_text(value: Any) -> str:
+    return str(value).strip()
+
+
+def _bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in {"1", "true", "yes", "on"}:
+        return True
+    if text in {"0", "false", "no", "off"}:
+        return False
+    raise ValueError("must be true or false")
+
+
+@dataclass(frozen=True)
+class Setting:
+    name: str
+    default: Any
+    parse: Callable[[Any], Any]
+    help: str
+
+    @property
+    def env_var(self) -> str:
+        return ENV_PREFIX + self.name.upper()
+
+
+def _default_ncores() -> int:
+    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1))
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("var_dir", "./var", _text, "Directory for embedded state (database, object store, work dirs)."),
+    Setting("database_url", "", _optional_text,
+            "SQLAlchemy URL. Empty: SQLite at VAR_DIR/openastro.db. MariaDB: mysql+mysqldb://user:pw@host/db"),
+    Setting("storage_dir", "", _optional_text, "Object store root. Empty: VAR_DIR/store."),
+    Setting("executor", "local", _choice("local", "boinc"), "Who runs work units: local process pool or BOINC."),
+    Setting("ncores", None, _positive_int, "Worker processes for the local executor (default: usable cores)."),
+    Setting("boinc_project_dir", "", _optional_text, "Root of the BOINC project (for the boinc executor)."),
+    Setting("solve_timeout_s", 60.0, _positive_float, "Time limit for one astrometry.net solve, seconds."),
+    Setting("astrometry_index_dir", "/usr/share/astrometry", _text, "Directory with astrometry.net index files."),
+    Setting("catalog", "bundled", _choice("bundled", "online"), "Reference catalog provider for calibration."),
+    Setting("catalog_cache_dir", "", _optional_text, "Cache for online catalog cone searches. Empty: VAR_DIR/catalog-cache."),
+    Setting("lombscargle_threads", 1, _positive_int,
+            "OpenMP threads for nifty-ls (1 is fastest on small machines: 2 threads measured 70x slower)."),
+    Setting("upload_max_bytes", 512 * 1024 * 1024, _positive_int, "Largest accepted live upload, bytes."),
+    Setting("api_host", "127.0.0.1", _text, "Address the upload API listens on."),
+    Setting("api_port", 8400, _port, "Port the upload API listens on."),
+    Setting("checkpoint_period_s", 60.0, _positive_float, "Checkpoint period for local runs, seconds."),
+    Setting("progress", True, _bool, "Show progress bars on long CLI work."),
+)
+
+_BY_NAME = {s.name: s for s in SETTINGS}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Resolved settings. Attribute access by setting name; ``sources`` says where each value came from."""
+
+    values: Mapping[str, Any]
+    sources: Mapping[str, str] = field(default_factory=dict)
+
+    def __getattr__(self, name: str) -> Any:
+        values = object.__getattribute__(self, "values")
+        if name in values:
+            return values[name]
+        raise AttributeError(f"no setting named {name!r}")
+
+    # Derived paths: one place decides the embedded layout.
+    @property
+    def resolved_database_url(self) -> str:
+        if self.values["database_url"]:
+            return self.values["database_url"]
+        return f"sqlite:///{Path(self.values['var_dir']).absolute() / 'openastro.db'}"
+
+    @property
+    def resolved_storage_dir(self) -> Path:
+        return Path(self.values["storage_dir"] or Path(self.values["var_dir"]) / "store").absolute()
+
+    @property
+    def resolved_catalog_cache_dir(self) -> Path:
+        return Path(self.values["catalog_cache_dir"] or Path(self.values["var_dir"]) / "catalog-cache").absolute()
+
+    def with_overrides(self, **overrides: Any) -> "Settings":
+        return load_settings(config_path=None, env={}, overrides={**self.values, **overrides})
+
+
+def _parse_one(setting: Setting, raw: Any, source: str) -> Any:
+    try:
+        return setting.parse(raw)
+    except (TypeError, ValueError) as exc:
+        raise SettingsError(
+            f"invalid value {raw!r} for setting {setting.name} (from {source}): {exc}"
+        ) from None
+
+
+def load_settings(
+    config_path: str | os.PathLike[str] | None = None,
+    env: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Settings:
+    """Resolve settings from defaults, an optional TOML file, the environment and explicit overrides."""
+    env = os.environ if env is None else env
+    values: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+    for s in SETTINGS:
+        values[s.name] = s.default if s.default is not None else None
+        sources[s.name] = "default"
+    if values["ncores"] is None:
+        values["ncores"] = _default_ncores()
+
+    config_path = config_path or env.get(ENV_PREFIX + "CONFIG") or None
+    if config_path:
+        path = Path(config_path)
+        try:
+            with path.open("rb") as fh:
+                data = tomllib.load(fh)
+        except FileNotFoundError:
+            raise SettingsError(f"config file {str(path)!r} does not exist") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise SettingsError(f"config file {str(path)!r} is not valid TOML: {exc}") from None
+        data = data.get("openastro", data)
+        for key, raw in data.items():
+            setting = _BY_NAME.get(key)
+            if setting is None:
+                raise SettingsError(
+                    f"unknown setting {key!r} in {str(path)!r}; known settings: {', '.join(sorted(_BY_NAME))}"
+                )
+            values[key] = _parse_one(setting, raw, str(path))
+            sources[key] = str(path)
+
+    for name, raw in env.items():
+        if not name.startswith(ENV_PREFIX) or name == ENV_PREFIX + "CONFIG":
+            continue
+        if name.startswith(ENV_PREFIX + "TEST_"):
+            continue  # test-harness variables, not settings
+        key = name[len(ENV_PREFIX):].lower()
+        setting = _BY_NAME.get(key)
+        if setting is None:
+            raise SettingsError(f"unknown setting environment variable {name}; known: "
+                                + ", ".join(s.env_var for s in SETTINGS))
+        values[key] = _parse_one(setting, raw, name)
+        sources[key] = "env " + name
+
+    for key, raw in (overrides or {}).items():
+        setting = _BY_NAME.get(key)
+        if setting is None:
+            raise SettingsError(f"unknown setting {key!r}")
+        if raw is None and setting.default is None:
+            continue
+        values[key] = _parse_one(setting, raw, "override")
+        if sources.get(key) == "default" and raw != setting.default:
+            sources[key] = "override"
+    return Settings(values=values, sources=sources)
+
+
+def describe(settings: Settings) -> list[tuple[str, Any, str, str]]:
+    """Rows (name, value, source, help) for ``openastro config show``."""
+    return [(s.name, settings.values[s.name], settings.sources.get(s.name, "default"), s.help) for s in SETTINGS]

@@ -1,0 +1,228 @@
+"""Content-addressed object storage.
+
+Objects are named by the SHA-256 of their bytes (``sha256/ab/cd/abcd...``). Writes go to a temporary file in
+the store, are fsynced and renamed into place, so a reader never sees a partial object and a crash leaves at
+most a stray temp file (removed by :meth:`LocalObjectStore.clean_temp`). An object is never overwritten: putting
+the same bytes twice returns the same key.
+
+:class:`ObjectStore` is the interface; an S3-compatible backend implements the same methods.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO, Iterator, Protocol
+
+CHUNK = 1 << 20
+
+
+class StorageError(RuntimeError):
+    """The store cannot be written or read (permissions, full disk, missing object, size limit)."""
+
+
+class ObjectTooLarge(StorageError):
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"object exceeds the size limit of {limit} bytes")
+        self.limit = limit
+
+
+@dataclass(frozen=True)
+class StoredObject:
+    key: str
+    sha256: str
+    size: int
+    created: bool  # False when the content was already stored
+
+
+class ObjectStore(Protocol):
+    def put_file(self, path: str | os.PathLike[str]) -> StoredObject: ...
+    def put_bytes(self, data: bytes) -> StoredObject: ...
+    def put_stream(self, stream: BinaryIO, max_bytes: int | None = None) -> StoredObject: ...
+    def open(self, key: str) -> BinaryIO: ...
+    def exists(self, key: str) -> bool: ...
+    def path(self, key: str) -> Path: ...
+
+
+def key_for(sha256: str) -> str:
+    if len(sha256) != 64 or any(c not in "0123456789abcdef" for c in sha256):
+        raise ValueError(f"not a sha256 hex digest: {sha256!r}")
+    return f"sha256/{sha256[:2]}/{sha256[2:4]}/{sha256}"
+
+
+def sha256_file(path: str | os.PathLike[str]) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(CHUNK), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+class LocalObjectStore:
+    """The embedded default: a directory tree on the local filesystem."""
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root = Path(root)
+        try:
+            (self.root / "tmp").mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StorageError(f"cannot create the object store at {self.root}: {exc.strerror}") from None
+        if not os.access(self.root, os.W_OK) or not os.access(self.root / "tmp", os.W_OK):
+            raise StorageError(
+                f"the object store directory {self.root} is not writable: fix its permissions or set "
+                "OPENASTRO_STORAGE_DIR to a writable directory"
+            )
+
+    def __repr__(self) -> str:
+        return f"LocalObjectStore({str(self.root)!r})"
+
+    # --- writing --------------------------------------------------------------------------------------
+
+    def _commit(self, tmp_path: Path, sha: str, size: int) -> StoredObject:
+        key = key_for(sha)
+        final = self.root / key
+        if final.exists():
+            tmp_path.unlink(missing_ok=True)
+            return StoredObject(key, sha, size, created=False)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        os.chmod(tmp_path, 0o444)
+        # os.link fails if the target appeared meanwhile (a concurrent put of the same bytes): never overwrite.
+        try:
+            os.link(tmp_path, final)
+            created = True
+        except FileExistsError:
+            created = False
+        except OSError as exc:
+            if exc.errno not in (errno.EPERM, errno.EXDEV, errno.ENOTSUP):
+                raise
+            # Filesystems without hard links: rename (atomic; same content if it raced).
+            os.replace(tmp_path, final)
+            created = True
+        tmp_path.unlink(missing_ok=True)
+        _fsync_dir(final.parent)
+        return StoredObject(key, sha, size, created=created)
+
+    def put_stream(self, stream: BinaryIO, max_bytes: int | None = None) -> StoredObject:
+        digest = hashlib.sha256()
+        size = 0
+        fd, name = tempfile.mkstemp(dir=self.root / "tmp", prefix="put-")
+        tmp_path = Path(name)
+        try:
+            with os.fdopen(fd, "wb") as out:
+                while True:
+                    block = stream.read(CHUNK)
+                    if not block:
+                        break
+                    size += len(block)
+                    if max_bytes is not None and size > max_bytes:
+                        raise ObjectTooLarge(max_bytes)
+                    digest.update(block)
+                    out.write(block)
+                out.flush()
+                os.fsync(out.fileno())
+            return self._commit(tmp_path, digest.hexdigest(), size)
+        except OSError as exc:
+            tmp_path.unlink(missing_ok=True)
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise StorageError(f"the object store at {self.root} is full (no space left on device)") from None
+            if exc.errno in (errno.EACCES, errno.EROFS, errno.EPERM):
+                raise StorageError(f"cannot write to the object store at {self.root}: {exc.strerror}") from None
+            raise
+        except BaseException:
+            tmp_path.unlink(missing_ok=True)
+            raise
+
+    def put_file(self, path: str | os.PathLike[str]) -> StoredObject:
+        try:
+            with open(path, "rb") as fh:
+                return self.put_stream(fh)
+        except FileNotFoundError:
+            raise StorageError(f"no such file: {os.fspath(path)!r}") from None
+
+    def put_bytes(self, data: bytes) -> StoredObject:
+        import io
+
+        return self.put_stream(io.BytesIO(data))
+
+    # --- reading --------------------------------------------------------------------------------------
+
+    def path(self, key: str) -> Path:
+        parts = key.split("/")
+        if len(parts) != 4 or parts[0] != "sha256" or key_for(parts[3]) != key:
+            raise ValueError(f"not a storage key: {key!r}")  # also: no path traversal through keys
+        return self.root / key
+
+    def exists(self, key: str) -> bool:
+        return self.path(key).is_file()
+
+    def open(self, key: str) -> BinaryIO:
+        try:
+            return open(self.path(key), "rb")
+        except FileNotFoundError:
+            raise StorageError(f"object {key} is not in the store at {self.root}") from None
+
+    def copy_to(self, key: str, dest: str | os.PathLike[str]) -> Path:
+        """Copy an object out to ``dest`` atomically (temp + rename)."""
+        dest = Path(dest)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(dir=dest.parent, prefix=".copy-")
+        try:
+            with os.fdopen(fd, "wb") as out, self.open(key) as src:
+                shutil.copyfileobj(src, out, CHUNK)
+            os.replace(name, dest)
+        except BaseException:
+            Path(name).unlink(missing_ok=True)
+            raise
+        return dest
+
+    def keys(self) -> Iterator[str]:
+        base = self.root / "sha256"
+        if base.is_dir():
+            for p in sorted(base.glob("*/*/*")):
+                yield f"sha256/{p.parent.parent.name}/{p.parent.name}/{p.name}"
+
+    def verify(self, key: str) -> bool:
+        """True when the object's bytes still hash to its name."""
+        return sha256_file(self.path(key)) == key.rsplit("/", 1)[1]
+
+    def clean_temp(self) -> int:
+        removed = 0
+        for p in (self.root / "tmp").glob("put-*"):
+            p.unlink(missing_ok=True)
+            removed += 1
+        return removed
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
+    """Write ``data`` to ``path`` via a temp file in the same directory and a rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(name, path)
+    except BaseException:
+        Path(name).unlink(missing_ok=True)
+        raise
+    return path

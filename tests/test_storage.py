@@ -1,0 +1,126 @@
+"""The content-addressed store: dedup, atomicity, never overwriting, clear errors."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import threading
+
+import pytest
+
+from server.storage import LocalObjectStore, ObjectTooLarge, StorageError, atomic_write_bytes, key_for
+
+
+def test_put_bytes_is_named_by_sha256_and_round_trips(tmp_path):
+    store = LocalObjectStore(tmp_path / "store")
+    data = b"photons" * 1000
+    obj = store.put_bytes(data)
+    assert obj.sha256 == hashlib.sha256(data).hexdigest()
+    assert obj.key == key_for(obj.sha256)
+    assert obj.size == len(data) and obj.created
+    with store.open(obj.key) as fh:
+        assert fh.read() == data
+    assert store.verify(obj.key)
+
+
+def test_same_content_twice_is_stored_once(tmp_path):
+    store = LocalObjectStore(tmp_path / "store")
+    src = tmp_path / "frame.fits"
+    src.write_bytes(os.urandom(5000))
+    first = store.put_file(src)
+    second = store.put_file(src)
+    assert first.key == second.key
+    assert first.created and not second.created
+    assert len(list(store.keys())) == 1
+
+
+def test_concurrent_puts_of_same_content_give_one_object(tmp_path):
+    store = LocalObjectStore(tmp_path / "store")
+    data = os.urandom(200_000)
+    results = []
+    threads = [threading.Thread(target=lambda: results.append(store.put_bytes(data))) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len({r.key for r in results}) == 1
+    assert sum(r.created for r in results) == 1
+    assert list(store.keys()) == [results[0].key]
+    assert not list((store.root / "tmp").iterdir())
+
+
+def test_stored_objects_are_never_overwritten(tmp_path):
+    store = LocalObjectStore(tmp_path / "store")
+    obj = store.put_bytes(b"original")
+    path = store.path(obj.key)
+    assert not os.access(path, os.W_OK) or os.geteuid() == 0
+    mtime = path.stat().st_mtime_ns
+    store.put_bytes(b"original")
+    assert path.stat().st_mtime_ns == mtime
+
+
+def test_failed_stream_leaves_nothing_behind(tmp_path):
+    store = LocalObjectStore(tmp_path / "store")
+
+    class Broken(io.RawIOBase):
+        def __init__(self):
+            self.calls = 0
+
+        def read(self, n=-1):
+            self.calls += 1
+            if self.calls > 2:
+                raise ConnectionResetError("client went away")
+            return b"x" * 1000
+
+    with pytest.raises(ConnectionResetError):
+        store.put_stream(Broken())
+    assert list(store.keys()) == []
+    assert not list((store.root / "tmp").iterdir())
+
+
+def test_size_limit_rejects_and_stores_nothing(tmp_path):
+    store = LocalObjectStore(tmp_path / "store")
+    with pytest.raises(ObjectTooLarge, match="size limit of 100 bytes"):
+        store.put_stream(io.BytesIO(b"y" * 5000), max_bytes=100)
+    assert list(store.keys()) == []
+    assert not list((store.root / "tmp").iterdir())
+
+
+def test_keys_cannot_traverse_paths(tmp_path):
+    store = LocalObjectStore(tmp_path / "store")
+    with pytest.raises(ValueError, match="not a storage key"):
+        store.path("../../etc/passwd")
+    with pytest.raises(ValueError, match="not a"):
+        store.path("sha256/aa/bb/../../../../etc/passwd")
+
+
+def test_missing_object_is_a_clear_error(tmp_path):
+    store = LocalObjectStore(tmp_path / "store")
+    with pytest.raises(StorageError, match="is not in the store"):
+        store.open(key_for("0" * 64))
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root ignores directory permissions")
+def test_read_only_store_directory_is_a_clear_error(tmp_path):
+    root = tmp_path / "ro"
+    (root / "tmp").mkdir(parents=True)
+    os.chmod(root / "tmp", 0o500)
+    with pytest.raises(StorageError, match="not writable"):
+        LocalObjectStore(root)
+
+
+def test_read_only_store_directory_is_reported_as_root_too(tmp_path, monkeypatch):
+    root = tmp_path / "ro"
+    (root / "tmp").mkdir(parents=True)
+    monkeypatch.setattr(os, "access", lambda p, mode: False)
+    with pytest.raises(StorageError, match="not writable: fix its permissions or set OPENASTRO_STORAGE_DIR"):
+        LocalObjectStore(root)
+
+
+def test_atomic_write_replaces_whole_file(tmp_path):
+    target = tmp_path / "out" / "result.npz"
+    atomic_write_bytes(target, b"first")
+    atomic_write_bytes(target, b"second version")
+    assert target.read_bytes() == b"second version"
+    assert [p.name for p in target.parent.iterdir()] == ["result.npz"]
