@@ -101,16 +101,7 @@ def test_missing_object_is_a_clear_error(tmp_path):
         store.open(key_for("0" * 64))
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root ignores directory permissions")
-def test_read_only_store_directory_is_a_clear_error(tmp_path):
-    root = tmp_path / "ro"
-    (root / "tmp").mkdir(parents=True)
-    os.chmod(root / "tmp", 0o500)
-    with pytest.raises(StorageError, match="not writable"):
-        LocalObjectStore(root)
-
-
-def test_read_only_store_directory_is_reported_as_root_too(tmp_path, monkeypatch):
+def test_read_only_store_directory_is_a_clear_error(tmp_path, monkeypatch):
     root = tmp_path / "ro"
     (root / "tmp").mkdir(parents=True)
     monkeypatch.setattr(os, "access", lambda p, mode: False)
@@ -124,3 +115,30 @@ def test_atomic_write_replaces_whole_file(tmp_path):
     atomic_write_bytes(target, b"second version")
     assert target.read_bytes() == b"second version"
     assert [p.name for p in target.parent.iterdir()] == ["result.npz"]
+
+
+def test_full_disk_is_a_clear_error_and_leaves_nothing(tmp_path, monkeypatch):
+    import errno
+
+    store = LocalObjectStore(tmp_path / "store")
+    real_fdopen = os.fdopen
+
+    class FullFile:
+        def __init__(self, fh):
+            self.fh = fh
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.fh.close()
+
+        def write(self, data):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fdopen", lambda fd, mode: FullFile(real_fdopen(fd, mode)))
+    with pytest.raises(StorageError, match="is full"):
+        store.put_bytes(b"z" * 10)
+    monkeypatch.undo()
+    assert list(store.keys()) == []
+    assert not list((store.root / "tmp").iterdir())

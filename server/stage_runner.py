@@ -1,0 +1,264 @@
+"""The per-observation stage runner: ingest -> solve -> calibrate.
+
+Each stage is a pure function (``server.solve.plate_solve``, ``server.calibrate.calibrate_frame``) wrapped here
+with the I/O: files come out of the object store, results go back into it and into the database, and every
+stage's outcome is recorded in ``stage_runs`` (one row per observation and stage, updated on re-runs). A stage
+that already succeeded is skipped unless forced, so re-running the pipeline is idempotent. Each stage's database
+work is one transaction: a failure leaves the observation as it was, with the failure recorded.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import tempfile
+from dataclasses import dataclass
+from typing import Callable, Iterable, Sequence
+
+from sqlalchemy import select
+
+from server.context import OpenAstro
+from server.db.models import (
+    Calibration,
+    Instrument,
+    InstrumentCalibration,
+    Observation,
+    PhotometryPoint,
+    StageRun,
+    utcnow,
+)
+
+STAGES = ("solve", "calibrate")
+
+
+@dataclass(frozen=True)
+class StageOutcome:
+    observation_id: int
+    stage: str
+    status: str  # ok, failed, skipped
+    message: str = ""
+
+
+class StageError(RuntimeError):
+    """A stage cannot run for this observation (wrong kind, missing prerequisite)."""
+
+
+def _record(session, observation_id: int, stage: str, status: str, message: str,
+            started: dt.datetime) -> None:
+    row = session.scalars(
+        select(StageRun).where(StageRun.observation_id == observation_id, StageRun.stage == stage)
+    ).one_or_none()
+    if row is None:
+        row = StageRun(observation_id=observation_id, stage=stage, attempts=0)
+        session.add(row)
+    row.status = status
+    row.message = message[:4000]
+    row.attempts = (row.attempts or 0) + 1
+    row.started_at = started
+    row.finished_at = utcnow()
+
+
+def _stage_done(app: OpenAstro, observation_id: int, stage: str) -> bool:
+    with app.db.session() as s:
+        row = s.scalars(
+            select(StageRun).where(StageRun.observation_id == observation_id, StageRun.stage == stage)
+        ).one_or_none()
+        return row is not None and row.status == "ok"
+
+
+# --- solve ------------------------------------------------------------------------------------------
+
+
+def _scale_hint(obs: Observation) -> tuple[float, float] | None:
+    inst = obs.instrument
+    if inst is not None and inst.pixel_scale_arcsec:
+        return (inst.pixel_scale_arcsec * 0.9, inst.pixel_scale_arcsec * 1.1)
+    return None
+
+
+def run_solve(app: OpenAstro, observation_id: int) -> StageOutcome:
+    from server.solve import plate_solve
+
+    started = utcnow()
+    with app.db.session() as s:
+        obs = s.get(Observation, observation_id)
+        if obs is None:
+            raise StageError(f"no observation with id {observation_id}")
+        if obs.kind != "image":
+            raise StageError(f"observation {observation_id} is {obs.kind!r}, not an image: nothing to solve")
+        raw_key, hint = obs.storage_key, _scale_hint(obs)
+
+    with tempfile.TemporaryDirectory(dir=app.work_dir("solve")) as tmp:
+        result = plate_solve(
+            str(app.store.path(raw_key)),
+            scale_hint=hint,
+            timeout_s=app.settings.solve_timeout_s,
+            index_dir=app.settings.astrometry_index_dir,
+            workdir=tmp,
+        )
+        solved_key = app.store.put_file(result.solved_path).key if result.success else None
+
+    with app.db.session() as s:
+        obs = s.get(Observation, observation_id)
+        if result.success:
+            obs.solved_storage_key = solved_key
+            obs.wcs_failed, obs.wcs_failed_reason = False, None
+            obs.status = "solved"
+            message = f"solved: {solved_key}"
+        else:
+            obs.wcs_failed, obs.wcs_failed_reason = True, result.reason
+            obs.status = "wcs_failed"
+            message = result.reason or "no solution"
+        _record(s, observation_id, "solve", "ok" if result.success else "failed", message, started)
+    return StageOutcome(observation_id, "solve", "ok" if result.success else "failed", message)
+
+
+# --- calibrate ----------------------------------------------------------------------------------------
+
+
+def catalog_provider(app: OpenAstro):
+    """The reference catalog chosen by the ``catalog`` setting."""
+    from server import catalogs
+
+    if app.settings.catalog == "online":
+        return catalogs.CachedOnlineCatalog(cache_dir=app.settings.resolved_catalog_cache_dir)
+    return catalogs.default_catalog()
+
+
+def update_instrument_registry(session, instrument: Instrument, observation_id: int | None, cal) -> None:
+    """Append to the instrument's zero-point/colour-term history and refresh its running values.
+
+    The running value is the inverse-variance weighted mean over the history (the zero point of a camera
+    drifts slowly; a single bad night is down-weighted by its own error).
+    """
+    session.add(InstrumentCalibration(
+        instrument_id=instrument.id, observation_id=observation_id, band=cal.band,
+        zero_point=cal.zero_point, zero_point_err=cal.zero_point_err,
+        color_term=cal.color_term, color_term_err=cal.color_term_err,
+        scatter_mag=cal.scatter_mag, n_stars=cal.catalog_matches,
+    ))
+    session.flush()
+    history = session.scalars(
+        select(InstrumentCalibration).where(InstrumentCalibration.instrument_id == instrument.id,
+                                            InstrumentCalibration.band == cal.band)
+    ).all()
+
+    def wmean(values, errors):
+        pairs = [(v, e) for v, e in zip(values, errors) if v is not None and e and e > 0]
+        if not pairs:
+            return None, None
+        w = [1.0 / e**2 for _, e in pairs]
+        mean = sum(wi * v for wi, (v, _) in zip(w, pairs)) / sum(w)
+        return mean, (1.0 / sum(w)) ** 0.5
+
+    instrument.zero_point, instrument.zero_point_err = wmean(
+        [h.zero_point for h in history], [h.zero_point_err for h in history])
+    instrument.color_term, instrument.color_term_err = wmean(
+        [h.color_term for h in history], [h.color_term_err for h in history])
+    instrument.n_calibrations = len(history)
+
+
+def _target_photometry(obs: Observation, cal, match_radius_arcsec: float = 3.0):
+    """The calibrated magnitude of the observation's target, if it is among the measured sources."""
+    import numpy as np
+
+    target = obs.target
+    table = cal.calibrated_sources
+    if target is None or target.ra_deg is None or table is None or len(table) == 0:
+        return None
+    cosd = np.cos(np.radians(target.dec_deg))
+    d = np.hypot((table["ra"].to_numpy() - target.ra_deg) * cosd, table["dec"].to_numpy() - target.dec_deg)
+    i = int(np.argmin(d))
+    if d[i] * 3600.0 > match_radius_arcsec:
+        return None
+    return table.iloc[i]
+
+
+def run_calibrate(app: OpenAstro, observation_id: int, catalog=None) -> StageOutcome:
+    from server.calibrate import calibrate_frame
+
+    started = utcnow()
+    with app.db.session() as s:
+        obs = s.get(Observation, observation_id)
+        if obs is None:
+            raise StageError(f"no observation with id {observation_id}")
+        if obs.solved_storage_key is None:
+            raise StageError(f"observation {observation_id} has no WCS yet (status {obs.status}): solve it first")
+        solved_key = obs.solved_storage_key
+
+    catalog = catalog if catalog is not None else catalog_provider(app)
+    try:
+        cal = calibrate_frame(str(app.store.path(solved_key)), catalog)
+    except ValueError as exc:
+        with app.db.session() as s:
+            s.get(Observation, observation_id).status = "calibration_failed"
+            _record(s, observation_id, "calibrate", "failed", str(exc), started)
+        return StageOutcome(observation_id, "calibrate", "failed", str(exc))
+
+    with app.db.session() as s:
+        obs = s.get(Observation, observation_id)
+        existing = s.scalars(select(Calibration).where(Calibration.observation_id == observation_id)).one_or_none()
+        if existing is not None:
+            s.delete(existing)
+            s.flush()
+        s.add(Calibration(
+            observation_id=observation_id, catalog=getattr(catalog, "name", type(catalog).__name__),
+            band=cal.band, zero_point=cal.zero_point, zero_point_err=cal.zero_point_err,
+            color_term=cal.color_term, color_term_err=cal.color_term_err, scatter_mag=cal.scatter_mag,
+            n_matches=cal.catalog_matches, fwhm_px=getattr(cal, "fwhm_px", None),
+        ))
+        if obs.instrument is not None:
+            update_instrument_registry(s, obs.instrument, observation_id, cal)
+        star = _target_photometry(obs, cal)
+        if star is not None and obs.mjd is not None:
+            s.query(PhotometryPoint).filter(PhotometryPoint.observation_id == observation_id).delete()
+            mid_jd = obs.mjd + 2400000.5 + (obs.exptime or 0.0) / 2.0 / 86400.0
+            s.add(PhotometryPoint(
+                observation_id=observation_id, target_id=obs.target_id, site_id=obs.site_id,
+                time_utc=obs.date_obs, jd_utc=mid_jd, band=cal.band or (obs.filter or "?"),
+                mag=float(star["mag"]), mag_err=float(star["mag_err"]), source="pipeline",
+            ))
+        obs.status = "calibrated"
+        message = (f"zero point {cal.zero_point:.3f} +- {cal.zero_point_err:.3f} from "
+                   f"{cal.catalog_matches} stars")
+        _record(s, observation_id, "calibrate", "ok", message, started)
+    return StageOutcome(observation_id, "calibrate", "ok", message)
+
+
+STAGE_FUNCTIONS: dict[str, Callable[[OpenAstro, int], StageOutcome]] = {
+    "solve": run_solve,
+    "calibrate": run_calibrate,
+}
+
+
+def run_pipeline(app: OpenAstro, observation_ids: Iterable[int], stages: Sequence[str] = STAGES, *,
+                 force: bool = False, on_outcome: Callable[[StageOutcome], None] | None = None
+                 ) -> list[StageOutcome]:
+    """Run ``stages`` in order for each observation; a failed stage stops that observation's chain."""
+    unknown = [s for s in stages if s not in STAGE_FUNCTIONS]
+    if unknown:
+        raise ValueError(f"unknown stage(s) {unknown}; stages are {', '.join(STAGES)}")
+    outcomes: list[StageOutcome] = []
+    for oid in observation_ids:
+        for stage in stages:
+            if not force and _stage_done(app, oid, stage):
+                outcome = StageOutcome(oid, stage, "skipped", "already done")
+            else:
+                try:
+                    outcome = STAGE_FUNCTIONS[stage](app, oid)
+                except StageError as exc:
+                    outcome = StageOutcome(oid, stage, "failed", str(exc))
+            outcomes.append(outcome)
+            if on_outcome:
+                on_outcome(outcome)
+            if outcome.status == "failed":
+                break
+    return outcomes
+
+
+def pending_images(app: OpenAstro) -> list[int]:
+    """Image observations that have not finished calibration."""
+    with app.db.session() as s:
+        return list(s.scalars(
+            select(Observation.id).where(Observation.kind == "image", Observation.status != "calibrated")
+            .order_by(Observation.id)
+        ))
