@@ -23,7 +23,11 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
 )
+from sqlalchemy.dialects.mysql import DATETIME as MYSQL_DATETIME
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+# UTC timestamps with microseconds on every engine (MySQL's DATETIME defaults to whole seconds).
+UTCDateTime = DateTime().with_variant(MYSQL_DATETIME(fsp=6), "mysql", "mariadb")
 
 
 def utcnow() -> dt.datetime:
@@ -44,7 +48,7 @@ class Site(Base):
     latitude_deg: Mapped[Optional[float]] = mapped_column(Double)
     longitude_deg: Mapped[Optional[float]] = mapped_column(Double)
     height_m: Mapped[Optional[float]] = mapped_column(Double)
-    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
 
     api_keys: Mapped[list["ApiKey"]] = relationship(back_populates="site")
     instruments: Mapped[list["Instrument"]] = relationship(back_populates="site")
@@ -58,8 +62,8 @@ class ApiKey(Base):
     site_id: Mapped[int] = mapped_column(ForeignKey("sites.id"))
     prefix: Mapped[str] = mapped_column(String(16), index=True)
     key_hash: Mapped[str] = mapped_column(String(64), unique=True)
-    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
-    revoked_at: Mapped[Optional[dt.datetime]] = mapped_column(DateTime)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    revoked_at: Mapped[Optional[dt.datetime]] = mapped_column(UTCDateTime)
 
     site: Mapped[Site] = relationship(back_populates="api_keys")
 
@@ -81,7 +85,7 @@ class Instrument(Base):
     color_term: Mapped[Optional[float]] = mapped_column(Double)
     color_term_err: Mapped[Optional[float]] = mapped_column(Double)
     n_calibrations: Mapped[int] = mapped_column(Integer, default=0)
-    updated_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow, onupdate=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
 
     site: Mapped[Site] = relationship(back_populates="instruments")
     history: Mapped[list["InstrumentCalibration"]] = relationship(back_populates="instrument")
@@ -101,7 +105,7 @@ class InstrumentCalibration(Base):
     color_term_err: Mapped[Optional[float]] = mapped_column(Double)
     scatter_mag: Mapped[Optional[float]] = mapped_column(Double)
     n_stars: Mapped[Optional[int]] = mapped_column(Integer)
-    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
 
     instrument: Mapped[Instrument] = relationship(back_populates="history")
 
@@ -130,7 +134,7 @@ class Observation(Base):
     source_format: Mapped[str] = mapped_column(String(32))  # fits, fits.fz, aavso-extended, aavso-csv, etd, mpc80
     original_name: Mapped[Optional[str]] = mapped_column(String(255))
     size_bytes: Mapped[Optional[int]] = mapped_column(BigInteger)
-    date_obs: Mapped[Optional[dt.datetime]] = mapped_column(DateTime, index=True)  # UTC
+    date_obs: Mapped[Optional[dt.datetime]] = mapped_column(UTCDateTime, index=True)  # UTC
     mjd: Mapped[Optional[float]] = mapped_column(Double)  # UTC MJD of the exposure start
     exptime: Mapped[Optional[float]] = mapped_column(Double)  # seconds
     filter: Mapped[Optional[str]] = mapped_column(String(32))
@@ -144,7 +148,7 @@ class Observation(Base):
     wcs_failed_reason: Mapped[Optional[str]] = mapped_column(Text)
     solved_storage_key: Mapped[Optional[str]] = mapped_column(String(255))
     meta: Mapped[Optional[dict[str, Any]]] = mapped_column(JSON)
-    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
 
     site: Mapped[Optional[Site]] = relationship()
     target: Mapped[Optional[Target]] = relationship()
@@ -162,8 +166,8 @@ class StageRun(Base):
     status: Mapped[str] = mapped_column(String(16))  # ok, failed
     message: Mapped[Optional[str]] = mapped_column(Text)
     attempts: Mapped[int] = mapped_column(Integer, default=1)
-    started_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
-    finished_at: Mapped[Optional[dt.datetime]] = mapped_column(DateTime)
+    started_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    finished_at: Mapped[Optional[dt.datetime]] = mapped_column(UTCDateTime)
 
 
 class Calibration(Base):
@@ -179,7 +183,7 @@ class Calibration(Base):
     scatter_mag: Mapped[Optional[float]] = mapped_column(Double)
     n_matches: Mapped[int] = mapped_column(Integer)
     fwhm_px: Mapped[Optional[float]] = mapped_column(Double)
-    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
 class PhotometryPoint(Base):
@@ -192,7 +196,7 @@ class PhotometryPoint(Base):
     target_id: Mapped[int] = mapped_column(ForeignKey("targets.id"))
     site_id: Mapped[Optional[int]] = mapped_column(ForeignKey("sites.id"))
     observer_code: Mapped[Optional[str]] = mapped_column(String(32))
-    time_utc: Mapped[Optional[dt.datetime]] = mapped_column(DateTime)
+    time_utc: Mapped[Optional[dt.datetime]] = mapped_column(UTCDateTime)
     jd_utc: Mapped[float] = mapped_column(Double)  # JD (UTC) of mid-exposure
     bjd_tdb: Mapped[Optional[float]] = mapped_column(Double)
     band: Mapped[str] = mapped_column(String(16))
@@ -213,7 +217,7 @@ class LightCurve(Base):
     n_rejected: Mapped[int] = mapped_column(Integer, default=0)
     storage_key: Mapped[Optional[str]] = mapped_column(String(255))
     meta: Mapped[Optional[dict[str, Any]]] = mapped_column(JSON)
-    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
 class Periodogram(Base):
@@ -228,7 +232,7 @@ class Periodogram(Base):
     fap_method: Mapped[Optional[str]] = mapped_column(String(16))
     storage_key: Mapped[Optional[str]] = mapped_column(String(255))
     meta: Mapped[Optional[dict[str, Any]]] = mapped_column(JSON)
-    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
 class TransitTime(Base):
@@ -246,7 +250,7 @@ class TransitTime(Base):
     flag: Mapped[Optional[str]] = mapped_column(String(32))
     source: Mapped[str] = mapped_column(String(64), default="pipeline")
     observation_id: Mapped[Optional[int]] = mapped_column(ForeignKey("observations.id"))
-    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
 class Stack(Base):
@@ -262,7 +266,7 @@ class Stack(Base):
     uncertainty_key: Mapped[Optional[str]] = mapped_column(String(255))
     coverage_key: Mapped[Optional[str]] = mapped_column(String(255))
     meta: Mapped[Optional[dict[str, Any]]] = mapped_column(JSON)
-    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
 # --- campaigns, work units, results, posteriors ---------------------------------------------------------
@@ -281,8 +285,8 @@ class Campaign(Base):
     config: Mapped[dict[str, Any]] = mapped_column(JSON)
     seed_entropy: Mapped[Optional[str]] = mapped_column(String(80))  # decimal string of the root entropy
     summary: Mapped[Optional[dict[str, Any]]] = mapped_column(JSON)
-    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
-    updated_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow, onupdate=utcnow)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
 
     work_units: Mapped[list["WorkUnit"]] = relationship(back_populates="campaign")
 
@@ -303,8 +307,8 @@ class WorkUnit(Base):
     boinc_wu_id: Mapped[Optional[int]] = mapped_column(BigInteger)
     canonical_result_id: Mapped[Optional[int]] = mapped_column(Integer)
     rsc_fpops_est: Mapped[Optional[float]] = mapped_column(Double)
-    assimilated_at: Mapped[Optional[dt.datetime]] = mapped_column(DateTime)
-    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    assimilated_at: Mapped[Optional[dt.datetime]] = mapped_column(UTCDateTime)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
 
     campaign: Mapped[Campaign] = relationship(back_populates="work_units")
     results: Mapped[list["Result"]] = relationship(back_populates="work_unit")
@@ -323,7 +327,7 @@ class Result(Base):
     invalid_reason: Mapped[Optional[str]] = mapped_column(Text)
     runtime_s: Mapped[Optional[float]] = mapped_column(Double)
     summary: Mapped[Optional[dict[str, Any]]] = mapped_column(JSON)
-    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
 
     work_unit: Mapped[WorkUnit] = relationship(back_populates="results")
 
@@ -342,4 +346,4 @@ class Posterior(Base):
     log_evidence_err: Mapped[Optional[float]] = mapped_column(Double)
     storage_key: Mapped[Optional[str]] = mapped_column(String(255))
     summary: Mapped[Optional[dict[str, Any]]] = mapped_column(JSON)
-    updated_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow, onupdate=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)

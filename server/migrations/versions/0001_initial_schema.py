@@ -2,13 +2,13 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-25 08:07:29.282833
+Create Date: 2026-11-25 08:36:09.676587
 """
 from __future__ import annotations
 
 import sqlalchemy as sa
 from alembic import op
-
+from sqlalchemy.dialects import mysql
 
 revision = '0001'
 down_revision = None
@@ -24,7 +24,7 @@ def upgrade() -> None:
     sa.Column('latitude_deg', sa.Double(), nullable=True),
     sa.Column('longitude_deg', sa.Double(), nullable=True),
     sa.Column('height_m', sa.Double(), nullable=True),
-    sa.Column('created_at', sa.DateTime(), nullable=False),
+    sa.Column('created_at', sa.DateTime().with_variant(mysql.DATETIME(fsp=6), 'mariadb').with_variant(mysql.DATETIME(fsp=6), 'mysql'), nullable=False),
     sa.PrimaryKeyConstraint('id'),
     sa.UniqueConstraint('name')
     )
@@ -43,8 +43,8 @@ def upgrade() -> None:
     sa.Column('site_id', sa.Integer(), nullable=False),
     sa.Column('prefix', sa.String(length=16), nullable=False),
     sa.Column('key_hash', sa.String(length=64), nullable=False),
-    sa.Column('created_at', sa.DateTime(), nullable=False),
-    sa.Column('revoked_at', sa.DateTime(), nullable=True),
+    sa.Column('created_at', sa.DateTime().with_variant(mysql.DATETIME(fsp=6), 'mariadb').with_variant(mysql.DATETIME(fsp=6), 'mysql'), nullable=False),
+    sa.Column('revoked_at', sa.DateTime().with_variant(mysql.DATETIME(fsp=6), 'mariadb').with_variant(mysql.DATETIME(fsp=6), 'mysql'), nullable=True),
     sa.ForeignKeyConstraint(['site_id'], ['sites.id'], ),
     sa.PrimaryKeyConstraint('id'),
     sa.UniqueConstraint('key_hash')
@@ -62,8 +62,8 @@ def upgrade() -> None:
     sa.Column('config', sa.JSON(), nullable=False),
     sa.Column('seed_entropy', sa.String(length=80), nullable=True),
     sa.Column('summary', sa.JSON(), nullable=True),
-    sa.Column('created_at', sa.DateTime(), nullable=False),
-    sa.Column('updated_at', sa.DateTime(), nullable=False),
+    sa.Column('created_at', sa.DateTime().with_variant(mysql.DATETIME(fsp=6), 'mariadb').with_variant(mysql.DATETIME(fsp=6), 'mysql'), nullable=False),
+    sa.Column('updated_at', sa.DateTime().with_variant(mysql.DATETIME(fsp=6), 'mariadb').with_variant(mysql.DATETIME(fsp=6), 'mysql'), nullable=False),
     sa.ForeignKeyConstraint(['target_id'], ['targets.id'], ),
     sa.PrimaryKeyConstraint('id'),
     sa.UniqueConstraint('name')
@@ -83,7 +83,7 @@ def upgrade() -> None:
     sa.Column('color_term', sa.Double(), nullable=True),
     sa.Column('color_term_err', sa.Double(), nullable=True),
     sa.Column('n_calibrations', sa.Integer(), nullable=False),
-    sa.Column('updated_at', sa.DateTime(), nullable=False),
+    sa.Column('updated_at', sa.DateTime().with_variant(mysql.DATETIME(fsp=6), 'mariadb').with_variant(mysql.DATETIME(fsp=6), 'mysql'), nullable=False),
     sa.ForeignKeyConstraint(['site_id'], ['sites.id'], ),
     sa.PrimaryKeyConstraint('id'),
     sa.UniqueConstraint('site_id', 'camera', name='uq_instrument_site_camera')
@@ -96,7 +96,7 @@ def upgrade() -> None:
     sa.Column('n_rejected', sa.Integer(), nullable=False),
     sa.Column('storage_key', sa.String(length=255), nullable=True),
     sa.Column('meta', sa.JSON(), nullable=True),
-    sa.Column('created_at', sa.DateTime(), nullable=False),
+    sa.Column('created_at', sa.DateTime().with_variant(mysql.DATETIME(fsp=6), 'mariadb').with_variant(mysql.DATETIME(fsp=6), 'mysql'), nullable=False),
     sa.ForeignKeyConstraint(['target_id'], ['targets.id'], ),
     sa.PrimaryKeyConstraint('id')
     )
@@ -111,7 +111,7 @@ def upgrade() -> None:
     sa.Column('source_format', sa.String(length=32), nullable=False),
     sa.Column('original_name', sa.String(length=255), nullable=True),
     sa.Column('size_bytes', sa.BigInteger(), nullable=True),
-    sa.Column('date_obs', sa.DateTime(), nullable=True),
+    sa.Column('date_obs', sa.DateTime().with_variant(mysql.DATETIME(fsp=6), 'mariadb').with_variant(mysql.DATETIME(fsp=6), 'mysql'), nullable=True),
     sa.Column('mjd', sa.Double(), nullable=True),
     sa.Column('exptime', sa.Double(), nullable=True),
     sa.Column('filter', sa.String(length=32), nullable=True),
@@ -125,7 +125,7 @@ def upgrade() -> None:
     sa.Column('wcs_failed_reason', sa.Text(), nullable=True),
     sa.Column('solved_storage_key', sa.String(length=255), nullable=True),
     sa.Column('meta', sa.JSON(), nullable=True),
-    sa.Column('created_at', sa.DateTime(), nullable=False),
+    sa.Column('created_at', sa.DateTime().with_variant(mysql.DATETIME(fsp=6), 'mariadb').with_variant(mysql.DATETIME(fsp=6), 'mysql'), nullable=False),
     sa.ForeignKeyConstraint(['instrument_id'], ['instruments.id'], ),
     sa.ForeignKeyConstraint(['site_id'], ['sites.id'], ),
     sa.ForeignKeyConstraint(['target_id'], ['targets.id'], ),
@@ -149,7 +149,7 @@ def upgrade() -> None:
     sa.Column('fap_method', sa.String(length=16), nullable=True),
     sa.Column('storage_key', sa.String(length=255), nullable=True),
     sa.Column('meta', sa.JSON(), nullable=True),
-    sa.Column('created_at', sa.DateTime(), nullable=False),
+    sa.Column('created_at', sa.DateTime().with_variant(mysql.DATETIME(fsp=6), 'mariadb').with_variant(mysql.DATETIME(fsp=6), 'mysql'), nullable=False),
     sa.ForeignKeyConstraint(['light_curve_id'], ['light_curves.id'], ),
     sa.ForeignKeyConstraint(['target_id'], ['targets.id'], ),
     sa.PrimaryKeyConstraint('id')
@@ -167,7 +167,7 @@ def upgrade() -> None:
     sa.Column('log_evidence_err', sa.Double(), nullable=True),
     sa.Column('storage_key', sa.String(length=255), nullable=True),
     sa.Column('summary', sa.JSON(), nullable=True),
-    sa.Column('updated_at', sa.DateTime(), nullable=False),
+    sa.Column('updated_at', sa.DateTime().with_variant(mysql.DATETIME(fsp=6), 'mariadb').with_variant(mysql.DATETIME(fsp=6), 'mysql'), nullable=False),
     sa.ForeignKeyConstraint(['campaign_id'], ['campaigns.id'], ),
     sa.PrimaryKeyConstraint('id'),
     sa.UniqueConstraint('campaign_id', 'bin_index', 'model', name='uq_posterior')
@@ -187,7 +187,7 @@ def upgrade() -> None:
     sa.Column('uncertainty_key', sa.String(length=255), nullable=True),
     sa.Column('coverage_key', sa.String(length=255), nullable=True),
     sa.Column('meta', sa.JSON(), nullable=True),
-    sa.Column('created_at', sa.DateTime(), nullable=False),
+    sa.Column('created_at', sa.DateTime().with_variant(mysql.DATETIME(fsp=6), 'mariadb').with_variant(mysql.DATETIME(fsp=6), 'mysql'), nullable=False),
     sa.ForeignKeyConstraint(['campaign_id'], ['campaigns.id'], ),
     sa.ForeignKeyConstraint(['target_id'], ['targets.id'], ),
     sa.PrimaryKeyConstraint('id')
@@ -206,8 +206,8 @@ def upgrade() -> None:
     sa.Column('boinc_wu_id', sa.BigInteger(), nullable=True),
     sa.Column('canonical_result_id', sa.Integer(), nullable=True),
     sa.Column('rsc_fpops_est', sa.Double(), nullable=True),
-    sa.Column('assimilated_at', sa.DateTime(), nullable=True),
-    sa.Column('created_at', sa.DateTime(), nullable=False),
+    sa.Column('assimilated_at', sa.DateTime().with_variant(mysql.DATETIME(fsp=6), 'mariadb').with_variant(mysql.DATETIME(fsp=6), 'mysql'), nullable=True),
+    sa.Column('created_at', sa.DateTime().with_variant(mysql.DATETIME(fsp=6), 'mariadb').with_variant(mysql.DATETIME(fsp=6), 'mysql'), nullable=False),
     sa.ForeignKeyConstraint(['campaign_id'], ['campaigns.id'], ),
     sa.PrimaryKeyConstraint('id'),
     sa.UniqueConstraint('name')
@@ -227,7 +227,7 @@ def upgrade() -> None:
     sa.Column('scatter_mag', sa.Double(), nullable=True),
     sa.Column('n_matches', sa.Integer(), nullable=False),
     sa.Column('fwhm_px', sa.Double(), nullable=True),
-    sa.Column('created_at', sa.DateTime(), nullable=False),
+    sa.Column('created_at', sa.DateTime().with_variant(mysql.DATETIME(fsp=6), 'mariadb').with_variant(mysql.DATETIME(fsp=6), 'mysql'), nullable=False),
     sa.ForeignKeyConstraint(['observation_id'], ['observations.id'], ),
     sa.PrimaryKeyConstraint('id'),
     sa.UniqueConstraint('observation_id')
@@ -243,7 +243,7 @@ def upgrade() -> None:
     sa.Column('color_term_err', sa.Double(), nullable=True),
     sa.Column('scatter_mag', sa.Double(), nullable=True),
     sa.Column('n_stars', sa.Integer(), nullable=True),
-    sa.Column('created_at', sa.DateTime(), nullable=False),
+    sa.Column('created_at', sa.DateTime().with_variant(mysql.DATETIME(fsp=6), 'mariadb').with_variant(mysql.DATETIME(fsp=6), 'mysql'), nullable=False),
     sa.ForeignKeyConstraint(['instrument_id'], ['instruments.id'], ),
     sa.ForeignKeyConstraint(['observation_id'], ['observations.id'], ),
     sa.PrimaryKeyConstraint('id')
@@ -257,7 +257,7 @@ def upgrade() -> None:
     sa.Column('target_id', sa.Integer(), nullable=False),
     sa.Column('site_id', sa.Integer(), nullable=True),
     sa.Column('observer_code', sa.String(length=32), nullable=True),
-    sa.Column('time_utc', sa.DateTime(), nullable=True),
+    sa.Column('time_utc', sa.DateTime().with_variant(mysql.DATETIME(fsp=6), 'mariadb').with_variant(mysql.DATETIME(fsp=6), 'mysql'), nullable=True),
     sa.Column('jd_utc', sa.Double(), nullable=False),
     sa.Column('bjd_tdb', sa.Double(), nullable=True),
     sa.Column('band', sa.String(length=16), nullable=False),
@@ -286,7 +286,7 @@ def upgrade() -> None:
     sa.Column('invalid_reason', sa.Text(), nullable=True),
     sa.Column('runtime_s', sa.Double(), nullable=True),
     sa.Column('summary', sa.JSON(), nullable=True),
-    sa.Column('created_at', sa.DateTime(), nullable=False),
+    sa.Column('created_at', sa.DateTime().with_variant(mysql.DATETIME(fsp=6), 'mariadb').with_variant(mysql.DATETIME(fsp=6), 'mysql'), nullable=False),
     sa.ForeignKeyConstraint(['work_unit_id'], ['work_units.id'], ),
     sa.PrimaryKeyConstraint('id'),
     sa.UniqueConstraint('name')
@@ -301,8 +301,8 @@ def upgrade() -> None:
     sa.Column('status', sa.String(length=16), nullable=False),
     sa.Column('message', sa.Text(), nullable=True),
     sa.Column('attempts', sa.Integer(), nullable=False),
-    sa.Column('started_at', sa.DateTime(), nullable=False),
-    sa.Column('finished_at', sa.DateTime(), nullable=True),
+    sa.Column('started_at', sa.DateTime().with_variant(mysql.DATETIME(fsp=6), 'mariadb').with_variant(mysql.DATETIME(fsp=6), 'mysql'), nullable=False),
+    sa.Column('finished_at', sa.DateTime().with_variant(mysql.DATETIME(fsp=6), 'mariadb').with_variant(mysql.DATETIME(fsp=6), 'mysql'), nullable=True),
     sa.ForeignKeyConstraint(['observation_id'], ['observations.id'], ),
     sa.PrimaryKeyConstraint('id'),
     sa.UniqueConstraint('observation_id', 'stage', name='uq_stage_run')
@@ -318,7 +318,7 @@ def upgrade() -> None:
     sa.Column('flag', sa.String(length=32), nullable=True),
     sa.Column('source', sa.String(length=64), nullable=False),
     sa.Column('observation_id', sa.Integer(), nullable=True),
-    sa.Column('created_at', sa.DateTime(), nullable=False),
+    sa.Column('created_at', sa.DateTime().with_variant(mysql.DATETIME(fsp=6), 'mariadb').with_variant(mysql.DATETIME(fsp=6), 'mysql'), nullable=False),
     sa.ForeignKeyConstraint(['observation_id'], ['observations.id'], ),
     sa.ForeignKeyConstraint(['target_id'], ['targets.id'], ),
     sa.PrimaryKeyConstraint('id'),

@@ -1,0 +1,314 @@
+"""The live upload HTTP API (FastAPI, served by uvicorn through ``openastro serve``).
+
+``POST /api/v1/observations`` takes ``multipart/form-data`` with one ``file`` part (a FITS image, plain or
+tile-compressed) and an optional ``metadata`` part (a JSON object; keys in
+:data:`server.ingest.service.CLIENT_META_KEYS`, which fill gaps in the FITS header, never override it).
+
+* Authentication: a per-site key in ``Authorization: Bearer <key>`` or ``X-API-Key: <key>``, checked before a
+  byte of the body is read. Keys are stored hashed (see :mod:`server.ingest.sites`).
+* Size limit: ``upload_max_bytes``. A declared ``Content-Length`` above it is refused at once with 413; a
+  streamed body is counted as it arrives and refused the moment the file part passes the limit. Nothing is
+  stored in either case.
+* Streaming: the multipart body is parsed incrementally; the file part is spooled to a temporary file inside
+  the object store (``<store>/tmp/put-upload-*``, a random name: the client's file name is only recorded as
+  metadata, never used as a path) and hashed while it streams. Only a file that passes every check is put in
+  the store.
+* Idempotent retries: the same content gives the same observation: 201 the first time, 200 with the same id
+  afterwards (``"created": false``), whichever site sends it.
+* Every rejection has a JSON body ``{"error": {"code": ..., "message": ...}}``.
+
+``GET /api/v1/observations/{id}`` (any valid key) and ``GET /api/v1/health`` (no key) complete the API.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+import tempfile
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import FastAPI, Request
+from fastapi import Path as PathParam
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from python_multipart.exceptions import MultipartParseError
+from python_multipart.multipart import MultipartParser, parse_options_header
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
+
+from server.context import OpenAstro
+from server.db import DatabaseError
+from server.ingest.fitsmeta import DEFAULT_MAX_DATA_BYTES
+from server.ingest.service import (
+    IngestError,
+    IngestOptions,
+    ingest_path,
+    observation_json,
+    result_json,
+    validate_client_meta,
+)
+from server.ingest.sites import authenticate
+from server.storage import StorageError
+
+log = logging.getLogger("openastro.api")
+
+API_PREFIX = "/api/v1"
+FORM_OVERHEAD_BYTES = 64 * 1024  # multipart headers + the metadata part, on top of the file limit
+METADATA_MAX_BYTES = 16 * 1024
+DRAIN_MAX_BYTES = 8 * 1024 * 1024  # read (and discard) at most this much of a refused body, for a clean 413
+DECOMPRESSION_FACTOR = 16  # a tile-compressed upload may decode to at most this many times the upload limit
+
+
+class Rejection(Exception):
+    def __init__(self, status: int, code: str, message: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message, self.headers = status, code, message, headers
+
+
+def error_response(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"error": {"code": code, "message": message}}, status_code=status, headers=headers)
+
+
+def safe_client_name(raw: str | None) -> str:
+    """The client's file name reduced to a harmless label (last path component, printable, <= 255 chars)."""
+    name = (raw or "").replace("\\", "/").rsplit("/", 1)[-1]
+    name = re.sub(r"[\x00-\x1f\x7f]", "", name).strip().lstrip(".")
+    return name[:255] or "upload"
+
+
+def bearer_token(request: Request) -> str | None:
+    header = request.headers.get("authorization")
+    if header:
+        scheme, _, value = header.partition(" ")
+        if scheme.lower() == "bearer" and value.strip():
+            return value.strip()
+    key = request.headers.get("x-api-key")
+    return key.strip() if key and key.strip() else None
+
+
+class _Spool:
+    """Receives the multipart body: the file part into a temp file under the store (hashed on the way),
+    the metadata part into memory. Limits are enforced as bytes arrive."""
+
+    def __init__(self, tmp_dir: Path, limit: int) -> None:
+        self.tmp_dir, self.limit = tmp_dir, limit
+        self.path: Path | None = None
+        self._fh = None
+        self.sha = hashlib.sha256()
+        self.size = 0
+        self.filename: str | None = None
+        self.metadata = bytearray()
+        self.file_done = False
+        self.finished = False
+        self._part: str | None = None
+        self._headers: dict[str, str] = {}
+        self._field, self._value = bytearray(), bytearray()
+        self.parts_seen: list[str] = []
+
+    # python-multipart callbacks (synchronous; exceptions propagate out of parser.write)
+    def on_part_begin(self) -> None:
+        self._headers = {}
+        self._part = None
+
+    def on_header_field(self, data: bytes, start: int, end: int) -> None:
+        self._field += data[start:end]
+
+    def on_header_value(self, data: bytes, start: int, end: int) -> None:
+        self._value += data[start:end]
+
+    def on_header_end(self) -> None:
+        self._headers[self._field.decode("latin-1").strip().lower()] = self._value.decode("latin-1")
+        self._field, self._value = bytearray(), bytearray()
+
+    def on_headers_finished(self) -> None:
+        disposition, options = parse_options_header(self._headers.get("content-disposition", ""))
+        name = options.get(b"name", b"").decode("latin-1")
+        if disposition != b"form-data" or not name:
+            raise Rejection(400, "malformed_multipart", "every part needs Content-Disposition: form-data; name=...")
+        if name in self.parts_seen:
+            raise Rejection(400, "duplicate_part", f"the part {name!r} appears more than once")
+        self.parts_seen.append(name)
+        if name == "file":
+            self.filename = options.get(b"filename", b"").decode("utf-8", errors="replace")
+            fd, path = tempfile.mkstemp(dir=self.tmp_dir, prefix="put-upload-")
+            self.path = Path(path)
+            self._fh = os.fdopen(fd, "wb")
+        elif name != "metadata":
+            raise Rejection(400, "unknown_part", f"unexpected form field {name!r}: send 'file' and 'metadata'")
+        self._part = name
+
+    def on_part_data(self, data: bytes, start: int, end: int) -> None:
+        chunk = data[start:end]
+        if self._part == "file":
+            self.size += len(chunk)
+            if self.size > self.limit:
+                raise Rejection(413, "too_large", f"the file exceeds the upload limit of {self.limit} bytes")
+            self.sha.update(chunk)
+            self._fh.write(chunk)
+        else:
+            self.metadata += chunk
+            if len(self.metadata) > METADATA_MAX_BYTES:
+                raise Rejection(413, "metadata_too_large", f"metadata is larger than {METADATA_MAX_BYTES} bytes")
+
+    def on_part_end(self) -> None:
+        if self._part == "file":
+            self._fh.close()
+            self._fh = None
+            self.file_done = True
+
+    def on_end(self) -> None:
+        self.finished = True
+
+    def callbacks(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in (
+            "on_part_begin", "on_header_field", "on_header_value", "on_header_end", "on_headers_finished",
+            "on_part_data", "on_part_end", "on_end")}
+
+    def cleanup(self) -> None:
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
+        if self.path is not None:
+            self.path.unlink(missing_ok=True)
+
+
+async def _drain(request: Request, budget: int) -> None:
+    """Read and drop what is left of a refused body (bounded), so the client can read our answer."""
+    try:
+        async for chunk in request.stream():
+            budget -= len(chunk)
+            if budget < 0:
+                return
+    except ClientDisconnect:
+        return
+
+
+async def _receive(request: Request, spool: _Spool) -> None:
+    content_type, options = parse_options_header(request.headers.get("content-type", ""))
+    boundary = options.get(b"boundary")
+    if content_type != b"multipart/form-data" or not boundary:
+        raise Rejection(415, "unsupported_media_type",
+                        "send multipart/form-data with a 'file' part (FITS) and an optional 'metadata' part (JSON)")
+    parser = MultipartParser(boundary, spool.callbacks())
+    try:
+        async for chunk in request.stream():
+            if chunk:
+                await run_in_threadpool(parser.write, chunk)
+        parser.finalize()
+    except MultipartParseError as exc:
+        raise Rejection(400, "malformed_multipart", f"the multipart body cannot be parsed: {exc}") from None
+    except ClientDisconnect:
+        raise Rejection(400, "incomplete_body", "the client disconnected before the body was complete") from None
+    if not spool.finished:
+        raise Rejection(400, "malformed_multipart", "the multipart body ended without its closing boundary")
+    if not spool.file_done:
+        raise Rejection(400, "missing_file", "the upload has no 'file' part")
+
+
+def create_api(app: OpenAstro) -> FastAPI:
+    """The upload API bound to one application object (settings, database, store)."""
+    api = FastAPI(title="OpenAstro Compute upload API", version="1", docs_url=None, redoc_url=None)
+    limit = int(app.settings.upload_max_bytes)
+    max_data = min(DEFAULT_MAX_DATA_BYTES, DECOMPRESSION_FACTOR * limit)
+
+    @api.exception_handler(StarletteHTTPException)
+    async def _http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        return error_response(exc.status_code, code, str(exc.detail))
+
+    @api.exception_handler(RequestValidationError)
+    async def _validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        details = "; ".join(f"{'.'.join(str(p) for p in e.get('loc', ()))}: {e.get('msg')}" for e in exc.errors())
+        return error_response(422, "invalid_request", details or "invalid request")
+
+    @api.exception_handler(Exception)
+    async def _unexpected(_request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unexpected error in the upload API")
+        return error_response(500, "internal_error", f"internal error ({type(exc).__name__})")
+
+    async def _site_of(request: Request) -> int:
+        token = bearer_token(request)
+        if token is None:
+            raise Rejection(401, "missing_api_key", "send the site's API key as 'Authorization: Bearer <key>' "
+                                                    "or 'X-API-Key: <key>'", {"WWW-Authenticate": "Bearer"})
+        site_id = await run_in_threadpool(authenticate, app.db, token)
+        if site_id is None:
+            raise Rejection(401, "invalid_api_key", "the API key is not valid (unknown or revoked)",
+                            {"WWW-Authenticate": 'Bearer error="invalid_token"'})
+        return site_id
+
+    @api.get(f"{API_PREFIX}/health")
+    async def health() -> JSONResponse:
+        try:
+            await run_in_threadpool(app.db.check_connection)
+        except DatabaseError as exc:
+            return error_response(503, "database_unavailable", str(exc))
+        return JSONResponse({"status": "ok", "database": "ok", "upload_max_bytes": limit})
+
+    @api.get(f"{API_PREFIX}/observations/{{observation_id}}")
+    async def get_observation(observation_id: Annotated[int, PathParam(ge=1, le=2**63 - 1)],
+                              request: Request) -> JSONResponse:
+        try:
+            await _site_of(request)
+        except Rejection as r:
+            return error_response(r.status, r.code, r.message, r.headers)
+        body = await run_in_threadpool(observation_json, app, observation_id)
+        if body is None:
+            return error_response(404, "not_found", f"no observation with id {observation_id}")
+        return JSONResponse(body)
+
+    @api.post(f"{API_PREFIX}/observations")
+    async def upload(request: Request) -> JSONResponse:
+        spool = _Spool(app.store.root / "tmp", limit)
+        try:
+            site_id = await _site_of(request)
+            declared = request.headers.get("content-length")
+            if declared is not None:
+                try:
+                    declared_bytes = int(declared)
+                except ValueError:
+                    raise Rejection(400, "bad_content_length", f"Content-Length {declared!r} is not a number") from None
+                if declared_bytes > limit + FORM_OVERHEAD_BYTES:
+                    raise Rejection(413, "too_large", f"the upload ({declared_bytes} bytes) exceeds the limit of "
+                                                      f"{limit} bytes")
+            try:
+                await _receive(request, spool)
+            except Rejection as r:
+                spool.cleanup()
+                if r.status == 413:
+                    await _drain(request, DRAIN_MAX_BYTES)
+                raise
+            try:
+                client_meta = validate_client_meta(json.loads(spool.metadata.decode("utf-8"))) \
+                    if spool.metadata.strip() else {}
+            except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+                raise Rejection(422, "invalid_metadata", f"metadata is not valid JSON: {exc}") from None
+            except ValueError as exc:
+                raise Rejection(422, "invalid_metadata", str(exc)) from None
+            options = IngestOptions(site_id=site_id, original_name=safe_client_name(spool.filename),
+                                    client_meta=client_meta, formats=("fits",), max_data_bytes=max_data)
+            try:
+                result = await run_in_threadpool(ingest_path, app, spool.path, options, sha256=spool.sha.hexdigest())
+            except IngestError as exc:
+                raise Rejection(422, "invalid_file", str(exc)) from None
+            except StorageError as exc:
+                raise Rejection(507, "storage_error", str(exc)) from None
+            except DatabaseError as exc:
+                raise Rejection(503, "database_unavailable", str(exc)) from None
+        except Rejection as r:
+            return error_response(r.status, r.code, r.message, r.headers)
+        finally:
+            spool.cleanup()
+        body = result_json(result)
+        location = f"{API_PREFIX}/observations/{result.observation_id}"
+        return JSONResponse(body, status_code=201 if result.created else 200, headers={"Location": location})
+
+    return api
+
+
+__all__ = ["create_api", "safe_client_name", "bearer_token", "API_PREFIX"]

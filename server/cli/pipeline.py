@@ -1,0 +1,78 @@
+"""``openastro pipeline``: getting data in (``ingest``)."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import click
+
+from server.context import OpenAstro
+
+
+def expand_paths(paths: tuple[str, ...]) -> list[Path]:
+    """Files named on the command line; directories contribute their files recursively (hidden ones skipped)."""
+    out: list[Path] = []
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            out.extend(sorted(p for p in path.rglob("*")
+                              if p.is_file() and not any(part.startswith(".") for part in p.relative_to(path).parts)))
+        else:
+            out.append(path)
+    return out
+
+
+@click.group()
+def pipeline() -> None:
+    """Ingest observations and run the per-observation stages."""
+
+
+@pipeline.command("ingest")
+@click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True))
+@click.option("--site", "site_name", default=None, help="Site the files come from (see `openastro site list`).")
+@click.option("--target", default=None, help="Target name for files that do not name one (AAVSO CSV without Star Name).")
+@click.option("--planet", default=None, help="Planet for ETD tables that do not name it, e.g. 'WASP-12 b'.")
+@click.pass_obj
+def ingest(app: OpenAstro, paths: tuple[str, ...], site_name: str | None, target: str | None,
+           planet: str | None) -> None:
+    """Ingest FITS images (also .fits.fz), AAVSO extended reports, AAVSO download CSVs, ETD transit tables and
+    MPC 80-column records. The format is detected from the content. The same content twice gives the first
+    record back. Exits non-zero when any file failed."""
+    from server.ingest.service import IngestError, IngestOptions, ingest_path
+    from server.ingest.sites import find_site
+
+    app.db.require_current_schema()
+    site_id = None
+    if site_name is not None:
+        try:
+            site_id = find_site(app.db, site_name).id
+        except ValueError as exc:
+            raise click.ClickException(str(exc)) from None
+    options = IngestOptions(site_id=site_id, target=target, planet=planet)
+    files = expand_paths(paths)
+    new, duplicate, failed, partial = [], [], [], []
+    with click.progressbar(files, label="ingesting", show_pos=True, hidden=not app.settings.progress,
+                           item_show_func=lambda p: p.name if p is not None else None) as bar:
+        for path in bar:
+            try:
+                result = ingest_path(app, path, dataclasses.replace(options, original_name=path.name))
+            except IngestError as exc:
+                failed.append((path, str(exc)))
+                continue
+            (new if result.created else duplicate).append((path, result))
+            if result.created and result.row_errors:
+                partial.append((path, result))
+    for path, result in new:
+        extra = f", {result.n_rows} rows" if result.kind != "image" else ""
+        click.echo(f"new        #{result.observation_id} {path} ({result.source_format}{extra})")
+    for path, result in duplicate:
+        click.echo(f"duplicate  #{result.observation_id} {path} (same content as the first record)")
+    for path, result in partial:
+        first = result.row_errors[0]
+        click.echo(f"bad rows   {path}: {len(result.row_errors)} rows skipped, e.g. line {first.line}: {first.message}")
+    for path, reason in failed:
+        click.echo(f"FAILED     {path}: {reason}", err=True)
+    click.echo(f"{len(new)} new, {len(duplicate)} duplicate, {len(failed)} failed")
+    if failed:
+        raise click.ClickException(f"{len(failed)} of {len(files)} files failed")
