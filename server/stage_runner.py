@@ -19,8 +19,6 @@ from sqlalchemy import select
 from server.context import OpenAstro
 from server.db.models import (
     Calibration,
-    Instrument,
-    InstrumentCalibration,
     Observation,
     PhotometryPoint,
     StageRun,
@@ -94,6 +92,8 @@ def run_solve(app: OpenAstro, observation_id: int) -> StageOutcome:
             timeout_s=app.settings.solve_timeout_s,
             index_dir=app.settings.astrometry_index_dir,
             workdir=tmp,
+            catalog=catalog_provider(app),
+            use_header_pointing=True,
         )
         solved_key = app.store.put_file(result.solved_path).key if result.success else None
 
@@ -124,39 +124,6 @@ def catalog_provider(app: OpenAstro):
     return catalogs.default_catalog()
 
 
-def update_instrument_registry(session, instrument: Instrument, observation_id: int | None, cal) -> None:
-    """Append to the instrument's zero-point/colour-term history and refresh its running values.
-
-    The running value is the inverse-variance weighted mean over the history (the zero point of a camera
-    drifts slowly; a single bad night is down-weighted by its own error).
-    """
-    session.add(InstrumentCalibration(
-        instrument_id=instrument.id, observation_id=observation_id, band=cal.band,
-        zero_point=cal.zero_point, zero_point_err=cal.zero_point_err,
-        color_term=cal.color_term, color_term_err=cal.color_term_err,
-        scatter_mag=cal.scatter_mag, n_stars=cal.catalog_matches,
-    ))
-    session.flush()
-    history = session.scalars(
-        select(InstrumentCalibration).where(InstrumentCalibration.instrument_id == instrument.id,
-                                            InstrumentCalibration.band == cal.band)
-    ).all()
-
-    def wmean(values, errors):
-        pairs = [(v, e) for v, e in zip(values, errors) if v is not None and e and e > 0]
-        if not pairs:
-            return None, None
-        w = [1.0 / e**2 for _, e in pairs]
-        mean = sum(wi * v for wi, (v, _) in zip(w, pairs)) / sum(w)
-        return mean, (1.0 / sum(w)) ** 0.5
-
-    instrument.zero_point, instrument.zero_point_err = wmean(
-        [h.zero_point for h in history], [h.zero_point_err for h in history])
-    instrument.color_term, instrument.color_term_err = wmean(
-        [h.color_term for h in history], [h.color_term_err for h in history])
-    instrument.n_calibrations = len(history)
-
-
 def _target_photometry(obs: Observation, cal, match_radius_arcsec: float = 3.0):
     """The calibrated magnitude of the observation's target, if it is among the measured sources."""
     import numpy as np
@@ -174,7 +141,7 @@ def _target_photometry(obs: Observation, cal, match_radius_arcsec: float = 3.0):
 
 
 def run_calibrate(app: OpenAstro, observation_id: int, catalog=None) -> StageOutcome:
-    from server.calibrate import calibrate_frame
+    from server.calibrate import calibrate_frame, update_instrument_registry
 
     started = utcnow()
     with app.db.session() as s:
@@ -206,8 +173,8 @@ def run_calibrate(app: OpenAstro, observation_id: int, catalog=None) -> StageOut
             color_term=cal.color_term, color_term_err=cal.color_term_err, scatter_mag=cal.scatter_mag,
             n_matches=cal.catalog_matches, fwhm_px=getattr(cal, "fwhm_px", None),
         ))
-        if obs.instrument is not None:
-            update_instrument_registry(s, obs.instrument, observation_id, cal)
+        if obs.instrument is not None and obs.site_id is not None:
+            update_instrument_registry(s, obs.site_id, obs.instrument.camera, cal, observation_id=observation_id)
         star = _target_photometry(obs, cal)
         if star is not None and obs.mjd is not None:
             s.query(PhotometryPoint).filter(PhotometryPoint.observation_id == observation_id).delete()
