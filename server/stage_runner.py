@@ -124,8 +124,22 @@ def catalog_provider(app: OpenAstro):
     return catalogs.default_catalog()
 
 
-def _target_photometry(obs: Observation, cal, match_radius_arcsec: float = 3.0):
-    """The calibrated magnitude of the observation's target, if it is among the measured sources."""
+def _pixel_scale_arcsec(fits_path: str) -> float:
+    from astropy.io import fits
+    from astropy.wcs import WCS
+    from astropy.wcs.utils import proj_plane_pixel_scales
+    import numpy as np
+
+    with fits.open(fits_path) as hdul:
+        header = next(h.header for h in hdul if h.header.get("NAXIS", 0) == 2)
+    return float(np.mean(proj_plane_pixel_scales(WCS(header)))) * 3600.0
+
+
+def _target_photometry(obs: Observation, cal, match_radius_arcsec: float):
+    """The calibrated magnitude of the observation's target, if it is among the measured sources.
+
+    The target matches the nearest source within ``match_radius_arcsec`` (the caller uses max(3", 1.5 px)).
+    """
     import numpy as np
 
     target = obs.target
@@ -175,7 +189,8 @@ def run_calibrate(app: OpenAstro, observation_id: int, catalog=None) -> StageOut
         ))
         if obs.instrument is not None and obs.site_id is not None:
             update_instrument_registry(s, obs.site_id, obs.instrument.camera, cal, observation_id=observation_id)
-        star = _target_photometry(obs, cal)
+        radius = max(3.0, 1.5 * _pixel_scale_arcsec(str(app.store.path(solved_key))))
+        star = _target_photometry(obs, cal, radius)
         if star is not None and obs.mjd is not None:
             s.query(PhotometryPoint).filter(PhotometryPoint.observation_id == observation_id).delete()
             mid_jd = obs.mjd + 2400000.5 + (obs.exptime or 0.0) / 2.0 / 86400.0
