@@ -76,3 +76,34 @@ def ingest(app: OpenAstro, paths: tuple[str, ...], site_name: str | None, target
     click.echo(f"{len(new)} new, {len(duplicate)} duplicate, {len(failed)} failed")
     if failed:
         raise click.ClickException(f"{len(failed)} of {len(files)} files failed")
+
+
+@pipeline.command("process")
+@click.argument("observation_ids", nargs=-1, type=int)
+@click.option("--stage", "stages", multiple=True, type=click.Choice(["solve", "calibrate"]),
+              help="Run only these stages (default: solve then calibrate).")
+@click.option("--force", is_flag=True, help="Re-run stages that already succeeded.")
+@click.pass_obj
+def process(app: OpenAstro, observation_ids: tuple[int, ...], stages: tuple[str, ...], force: bool) -> None:
+    """Plate-solve and calibrate image observations (default: every image not yet calibrated).
+
+    Each stage's outcome is recorded per observation; finished stages are skipped, so this is safe to re-run.
+    Exits non-zero when any observation failed a stage (it stays in the database, flagged with the reason)."""
+    from server.stage_runner import STAGES, pending_images, run_pipeline
+
+    app.db.require_current_schema()
+    ids = list(observation_ids) or pending_images(app)
+    if not ids:
+        click.echo("nothing to process")
+        return
+    failed = []
+    with click.progressbar(ids, label="solve+calibrate", show_pos=True, hidden=not app.settings.progress) as bar:
+        for oid in bar:
+            for outcome in run_pipeline(app, [oid], stages or STAGES, force=force):
+                if outcome.status == "failed":
+                    failed.append(outcome)
+    for outcome in failed:
+        click.echo(f"FAILED     #{outcome.observation_id} {outcome.stage}: {outcome.message}", err=True)
+    click.echo(f"{len(ids) - len(failed)} processed, {len(failed)} failed")
+    if failed:
+        raise click.ClickException(f"{len(failed)} of {len(ids)} observations failed a stage")
