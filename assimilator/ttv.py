@@ -1,0 +1,139 @@
+"""Assimilating TTV runs: merge the runs of a bin, recombine the bins, update the campaign posterior.
+
+After every run that arrives (and after every failed work unit) the campaign's posteriors are rebuilt
+from the stored canonical runs, so the result never depends on arrival order and a repeated call changes
+nothing:
+
+* bin ``b``: its finished runs merged with ``dynesty.utils.merge_runs`` (``app.ttv.combine.merge_bin_runs``)
+  -> ``Posterior(bin_index=b)`` with ln Z, the merged run in the object store and a summary;
+* campaign: bins combined by evidence x bin prior mass (``app.ttv.combine.combine_bins``) ->
+  ``Posterior(bin_index=NULL)`` with equal-weight samples in the object store, and ``Campaign.summary``.
+  Bins with no finished run yet are left out and listed as missing.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+
+import numpy as np
+from sqlalchemy import select
+
+from server.db.models import Campaign, Posterior, Result, WorkUnit
+
+MODEL = "one-perturber"
+
+
+def _load_run(app, key: str):
+    from app.spec import read_result
+    from app.tasks._ttv import ttv_result_from_envelope
+
+    with app.store.open(key) as fh:
+        envelope = read_result(io.BytesIO(fh.read()))
+    return ttv_result_from_envelope(envelope)
+
+
+def _npz_bytes(arrays: dict, meta: dict) -> bytes:
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, meta=np.asarray(json.dumps(meta, sort_keys=True)), **arrays)
+    return buffer.getvalue()
+
+
+def _summary_of(samples: np.ndarray, names) -> dict:
+    if len(samples) == 0:
+        return {"param_names": list(names), "n_samples": 0}
+    q = np.percentile(samples, [2.5, 16, 50, 84, 97.5], axis=0)
+    return {"param_names": list(names), "n_samples": int(len(samples)),
+            "mean": samples.mean(axis=0).tolist(), "sd": samples.std(axis=0).tolist(),
+            "q025": q[0].tolist(), "q16": q[1].tolist(), "median": q[2].tolist(), "q84": q[3].tolist(),
+            "q975": q[4].tolist()}
+
+
+def _upsert_posterior(session, campaign_id: int, bin_index: int | None) -> Posterior:
+    query = select(Posterior).where(Posterior.campaign_id == campaign_id, Posterior.model == MODEL)
+    query = query.where(Posterior.bin_index.is_(None) if bin_index is None else Posterior.bin_index == bin_index)
+    row = session.scalars(query).first()
+    if row is None:
+        row = Posterior(campaign_id=campaign_id, bin_index=bin_index, model=MODEL)
+        session.add(row)
+    return row
+
+
+def _load_merged(app, key: str):
+    from app.ttv.results import make_result
+
+    with app.store.open(key) as fh:
+        with np.load(io.BytesIO(fh.read()), allow_pickle=False) as npz:
+            arrays = {k: np.array(npz[k]) for k in npz.files}
+    meta = json.loads(str(arrays.pop("meta")))
+    return make_result("ttv-nested", meta, arrays)
+
+
+def rebuild_campaign_posterior(app, session, campaign: Campaign, changed_bins: set[int] | None = None) -> dict:
+    """Recompute the merged run of the changed bins (all bins when ``changed_bins`` is None) from their stored
+    canonical runs, and the combined posterior from every bin's merged run.
+
+    A bin's merged run is always rebuilt from all its runs (never incrementally), so it does not depend on
+    the order in which runs arrived; other bins' merged runs are read back from the store.
+    """
+    from app.ttv.combine import combine_bins, merge_bin_runs
+
+    rows = session.execute(
+        select(WorkUnit.bin_index, WorkUnit.run_index, Result.storage_key)
+        .join(Result, Result.id == WorkUnit.canonical_result_id)
+        .where(WorkUnit.campaign_id == campaign.id, WorkUnit.state == "done")
+        .order_by(WorkUnit.bin_index, WorkUnit.run_index)).all()
+    keys_by_bin: dict[int, list[str]] = {}
+    for bin_index, _run, key in rows:
+        keys_by_bin.setdefault(int(bin_index), []).append(key)
+    bins = [dict(b) for b in campaign.config["bins"]]
+    present = [b for b in bins if b["index"] in keys_by_bin]
+    missing = [b["index"] for b in bins if b["index"] not in keys_by_bin]
+    expected_runs = _expected_runs(session, campaign.id)
+    nested = campaign.config.get("sampler", {}).get("name", "dynesty") == "dynesty"
+    merged_by_bin: dict[int, object] = {}
+    for b in present:
+        index = b["index"]
+        row = _upsert_posterior(session, campaign.id, index)
+        stale = changed_bins is None or index in changed_bins or row.storage_key is None \
+            or row.n_runs != len(keys_by_bin[index])
+        if nested and not stale:
+            merged_by_bin[index] = _load_merged(app, row.storage_key)
+            continue
+        runs = [_load_run(app, key) for key in keys_by_bin[index]]
+        row.n_runs = len(runs)
+        if nested:
+            merged = merge_bin_runs(runs)
+            merged_by_bin[index] = merged
+            lz, lze = merged.log_evidence
+            row.log_evidence, row.log_evidence_err = float(lz), float(lze)
+            row.storage_key = app.store.put_bytes(_npz_bytes(merged.arrays, merged.meta)).key
+            samples = merged.posterior(np.random.default_rng(int(campaign.seed_entropy)))
+        else:
+            samples = np.concatenate([r.posterior(np.random.default_rng(0)) for r in runs])
+            row.storage_key = app.store.put_bytes(_npz_bytes({"samples": samples}, {"param_names": runs[0].param_names})).key
+        row.summary = {**_summary_of(samples, runs[0].param_names), "period_min": b["period_min"],
+                       "period_max": b["period_max"], "runs_expected": expected_runs.get(index, 0)}
+    summary: dict = {"bins_total": len(bins), "bins_with_runs": len(present), "bins_missing": missing}
+    if present and nested:
+        combined = combine_bins(present, {b["index"]: [merged_by_bin[b["index"]]] for b in present},
+                                np.random.default_rng(int(campaign.seed_entropy)), n_samples=4000)
+        row = _upsert_posterior(session, campaign.id, None)
+        row.n_runs = sum(len(v) for v in keys_by_bin.values())
+        row.log_evidence, row.log_evidence_err = combined.log_z, combined.log_z_err
+        names = list(combined.param_names)
+        row.storage_key = app.store.put_bytes(_npz_bytes({"samples": combined.samples},
+                                                          {"param_names": names, "kind": "equal-weight"})).key
+        bin_rows = [dict(b.to_dict(), n_runs=len(keys_by_bin[b.index])) for b in combined.bins]
+        row.summary = {**_summary_of(combined.samples, names), "bins": bin_rows}
+        summary.update(log_evidence=combined.log_z, log_evidence_err=combined.log_z_err,
+                       posterior=row.summary,
+                       best_bin=max(combined.bins, key=lambda b: b.probability).index)
+    return summary
+
+
+def _expected_runs(session, campaign_id: int) -> dict[int, int]:
+    counts: dict[int, int] = {}
+    for (bin_index,) in session.execute(select(WorkUnit.bin_index).where(WorkUnit.campaign_id == campaign_id)):
+        counts[int(bin_index)] = counts.get(int(bin_index), 0) + 1
+    return counts

@@ -1,0 +1,330 @@
+"""Campaigns: create, run, follow, cancel, export. The CLI (server/cli/campaign.py) calls these.
+
+A TTV campaign is planned with the TTV stage's own planner (``server.ttv_inference.plan_tasks``: the same
+priors and degeneracy-free period bins as a direct local run), restricted to the one-perturber model. Its
+config holds the full-range likelihood, the bins with their prior masses, the sampler and the number of
+replicas (BOINC quorum); the work generator turns it into work units. An image ("stack") campaign holds the
+output grid and the frames' object-store keys.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import secrets
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+from sqlalchemy import func, select
+
+from server.db.models import Campaign, Posterior, Result, Stack, WorkUnit, utcnow
+
+PERTURBER = "pert"  # the name server.ttv_inference gives the perturbing planet
+
+
+class CampaignError(ValueError):
+    """A campaign cannot be created, found or exported as asked."""
+
+
+def _new_entropy(seed: int | None) -> int:
+    return int(seed) if seed is not None else int(np.random.SeedSequence().entropy)
+
+
+def ttv_campaign_config(ttv_table, prior_config: Mapping[str, Any], *, replicas: int = 2,
+                        bins: Sequence[Sequence[float]] | str = "auto") -> dict:
+    """Plan a one-perturber TTV campaign's config from a transit-time table and a TTV prior config."""
+    from server.ttv_inference import plan_tasks
+
+    cfg = dict(prior_config)
+    cfg["models"] = [1]
+    if bins != "auto":
+        cfg["perturber_period_bins"] = [list(map(float, b)) for b in bins]
+    cfg, tasks, period_bins = plan_tasks(ttv_table, cfg)
+    lo, hi = (float(v) for v in cfg["perturber_period"])
+    likelihood = json.loads(json.dumps(tasks[0]["spec"]["likelihood"]))
+    for planet in likelihood["prior"]["planets"]:
+        if planet["name"] == PERTURBER:
+            planet["period"] = {"dist": cfg["perturber_period_prior"], "min": lo, "max": hi}
+    sampler = dict(tasks[0]["spec"]["sampler"])
+    if replicas not in (1, 2):
+        raise CampaignError(f"replicas must be 1 or 2 (BOINC quorum), got {replicas!r}")
+    return {"kind": "ttv", "prior_config": {k: v for k, v in cfg.items() if k != "warm_start"},
+            "likelihood": likelihood, "perturber": PERTURBER, "sampler": sampler, "replicas": int(replicas),
+            "bins": [dict(b.to_dict(), prior_mass=b.prior_mass(cfg["perturber_period_prior"], lo, hi))
+                     for b in period_bins]}
+
+
+def create_campaign(app, name: str | None, kind: str, config: dict, *, executor: str = "local",
+                    seed: int | None = None) -> int:
+    if executor not in ("local", "boinc"):
+        raise CampaignError(f"executor must be local or boinc, got {executor!r}")
+    with app.db.session() as session:
+        name = name or f"{kind}-{utcnow():%Y%m%d-%H%M%S}-{secrets.token_hex(2)}"
+        if session.scalars(select(Campaign.id).where(Campaign.name == name)).first() is not None:
+            raise CampaignError(f"a campaign named {name!r} already exists")
+        campaign = Campaign(name=name, kind=kind, executor=executor, status="created", config=config,
+                            seed_entropy=str(_new_entropy(seed)), summary={})
+        session.add(campaign)
+        session.flush()
+        return campaign.id
+
+
+def create_stack_campaign(app, frame_keys: Sequence[Mapping[str, str]], grid_header: Mapping[str, Any],
+                          grid_shape: Sequence[int], *, name: str | None = None, executor: str = "local",
+                          tile: int = 512, method: str = "bilinear", replicas: int = 2,
+                          seed: int | None = None) -> int:
+    """An image campaign: ``frame_keys`` = [{"key": FITS object key, "weight_key": optional,
+    "zero_point": mag of 1 ADU/s, "exptime_s": seconds}, ...]. With zero points (all frames or none) the
+    assembled frames are normalised to the common flux unit (server.normalise) before co-addition."""
+    calibrated = [f.get("zero_point") is not None and f.get("exptime_s") is not None for f in frame_keys]
+    if any(calibrated) and not all(calibrated):
+        raise CampaignError("give zero_point and exptime_s for every frame or for none: normalised and raw "
+                            "frames cannot be co-added together")
+    cards = {k: v for k, v in dict(grid_header).items() if isinstance(v, (str, int, float)) and not isinstance(v, bool)}
+    config = {"kind": "stack", "grid": {"header": cards, "shape": [int(grid_shape[0]), int(grid_shape[1])]},
+              "frames": [dict(f, index=i) for i, f in enumerate(frame_keys)], "tile": int(tile), "method": method,
+              "replicas": int(replicas)}
+    cid = create_campaign(app, name, "stack", config, executor=executor, seed=seed)
+    with app.db.session() as session:
+        stack = Stack(campaign_id=cid, status="pending", n_frames=0, grid=config["grid"], meta={})
+        session.add(stack)
+        session.flush()
+        campaign = session.get(Campaign, cid)
+        campaign.config = {**campaign.config, "stack_id": stack.id}
+    return cid
+
+
+def run_campaign(app, campaign_id: int, *, executor=None, echo: Callable[[str], None] | None = None,
+                 on_progress=None, estimate=None):
+    """Generate the campaign's work units and run them with its executor (local: to completion)."""
+    from server.executors import make_executor
+    from work_generator.generate import materialise
+
+    with app.db.session() as session:
+        status = session.get(Campaign, campaign_id).status
+    if status == "created":
+        materialise(app, campaign_id, estimate=estimate)
+    with app.db.session() as session:
+        campaign = session.get(Campaign, campaign_id)
+        names = list(session.scalars(select(WorkUnit.name).where(WorkUnit.campaign_id == campaign_id,
+                                                                 WorkUnit.state.in_(("created", "sent")))))
+        kind_of_executor = campaign.executor
+    if executor is None:
+        executor = make_executor(app, kind_of_executor, **({"echo": echo} if kind_of_executor == "local" else {}))
+    executor.submit(names)
+    if kind_of_executor == "local":
+        return executor.collect(on_progress=on_progress)
+    return executor.collect()
+
+
+@dataclass(frozen=True)
+class BinProgress:
+    bin_index: int
+    total: int
+    done: int
+    error: int
+    running: int
+    log_evidence: float | None
+    probability: float | None
+
+
+@dataclass(frozen=True)
+class CampaignStatus:
+    id: int
+    name: str
+    kind: str
+    executor: str
+    status: str
+    counts: Mapping[str, int]
+    bins: tuple[BinProgress, ...]
+    errors: tuple[Mapping[str, Any], ...]
+    invalid_results: int
+    summary: Mapping[str, Any]
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+    @property
+    def finished(self) -> int:
+        return sum(self.counts.get(s, 0) for s in ("done", "error", "cancelled"))
+
+
+def campaign_status(app, campaign_id: int) -> CampaignStatus:
+    with app.db.session() as session:
+        campaign = session.get(Campaign, campaign_id)
+        if campaign is None:
+            raise CampaignError(f"no campaign with id {campaign_id}")
+        counts = {s: int(n) for s, n in session.execute(
+            select(WorkUnit.state, func.count()).where(WorkUnit.campaign_id == campaign_id)
+            .group_by(WorkUnit.state)).all()}
+        per_bin: dict[int, dict[str, int]] = {}
+        for b, state, n in session.execute(select(WorkUnit.bin_index, WorkUnit.state, func.count())
+                                           .where(WorkUnit.campaign_id == campaign_id)
+                                           .group_by(WorkUnit.bin_index, WorkUnit.state)).all():
+            per_bin.setdefault(int(b) if b is not None else -1, {})[state] = int(n)
+        posts = {p.bin_index: p for p in session.scalars(select(Posterior).where(Posterior.campaign_id == campaign_id))}
+        probs = {}
+        combined = posts.get(None)
+        if combined is not None and combined.summary:
+            probs = {b["index"]: b["probability"] for b in combined.summary.get("bins", [])}
+        invalid = int(session.scalar(select(func.count()).select_from(Result).join(WorkUnit)
+                                     .where(WorkUnit.campaign_id == campaign_id,
+                                            Result.validate_state == "invalid")) or 0)
+        bins = tuple(BinProgress(b, sum(c.values()), c.get("done", 0), c.get("error", 0), c.get("sent", 0)
+                                 + c.get("created", 0),
+                                 posts[b].log_evidence if b in posts else None, probs.get(b))
+                     for b, c in sorted(per_bin.items()))
+        summary = dict(campaign.summary or {})
+        return CampaignStatus(campaign.id, campaign.name, campaign.kind, campaign.executor, campaign.status,
+                              counts, bins, tuple(summary.get("errors", [])), invalid, summary)
+
+
+def work_unit_table(app, campaign_id: int | None = None) -> list[dict]:
+    """Per campaign: id, name, kind, executor, status and work-unit counts by state."""
+    with app.db.session() as session:
+        query = select(Campaign).order_by(Campaign.id)
+        if campaign_id is not None:
+            query = query.where(Campaign.id == campaign_id)
+        rows = []
+        for c in session.scalars(query):
+            counts = {s: int(n) for s, n in session.execute(
+                select(WorkUnit.state, func.count()).where(WorkUnit.campaign_id == c.id)
+                .group_by(WorkUnit.state)).all()}
+            rows.append({"id": c.id, "name": c.name, "kind": c.kind, "executor": c.executor, "status": c.status,
+                         "counts": counts})
+        return rows
+
+
+def cancel_campaign(app, campaign_id: int) -> int:
+    """Mark the campaign and its unfinished work units cancelled; returns how many work units changed.
+
+    On a BOINC server, also cancel the jobs there (docs/deploy.md): their results are then ignored here.
+    """
+    with app.db.session() as session:
+        campaign = session.get(Campaign, campaign_id)
+        if campaign is None:
+            raise CampaignError(f"no campaign with id {campaign_id}")
+        rows = list(session.scalars(select(WorkUnit).where(WorkUnit.campaign_id == campaign_id,
+                                                           WorkUnit.state.in_(("created", "sent")))))
+        for wu in rows:
+            wu.state = "cancelled"
+        campaign.status = "cancelled"
+        return len(rows)
+
+
+# --- posterior export ----------------------------------------------------------------------------------
+
+def load_posterior(app, campaign_id: int) -> tuple[list[str], np.ndarray, dict]:
+    """(parameter names, equal-weight samples, summary) of the campaign's combined posterior."""
+    with app.db.session() as session:
+        row = session.scalars(select(Posterior).where(Posterior.campaign_id == campaign_id,
+                                                      Posterior.bin_index.is_(None))).first()
+        if row is None or not row.storage_key:
+            raise CampaignError(f"campaign {campaign_id} has no combined posterior yet "
+                                "(no TTV run has been assimilated)")
+        key, summary = row.storage_key, dict(row.summary or {})
+        summary.update(log_evidence=row.log_evidence, log_evidence_err=row.log_evidence_err, n_runs=row.n_runs)
+    with app.store.open(key) as fh:
+        with np.load(io.BytesIO(fh.read()), allow_pickle=False) as npz:
+            meta = json.loads(str(npz["meta"]))
+            samples = np.array(npz["samples"])
+    return list(meta["param_names"]), samples, summary
+
+
+def export_posterior(app, campaign_id: int, fmt: str, path) -> None:
+    from server.storage import atomic_write_bytes
+
+    names, samples, summary = load_posterior(app, campaign_id)
+    if fmt == "csv":
+        lines = [",".join(names)] + [",".join(repr(float(v)) for v in row) for row in samples]
+        atomic_write_bytes(path, ("\n".join(lines) + "\n").encode())
+    elif fmt == "npz":
+        buffer = io.BytesIO()
+        np.savez_compressed(buffer, samples=samples, param_names=np.asarray(names),
+                            summary=np.asarray(json.dumps(summary, default=float)))
+        atomic_write_bytes(path, buffer.getvalue())
+    elif fmt == "fits":
+        from astropy.io import fits
+        from astropy.table import Table
+
+        table = Table(samples, names=names)
+        table.meta["CAMPAIGN"] = campaign_id
+        if summary.get("log_evidence") is not None:
+            table.meta["LOGZ"] = float(summary["log_evidence"])
+            table.meta["LOGZERR"] = float(summary["log_evidence_err"])
+        buffer = io.BytesIO()
+        fits.HDUList([fits.PrimaryHDU(), fits.table_to_hdu(table)]).writeto(buffer)
+        atomic_write_bytes(path, buffer.getvalue())
+    else:
+        raise CampaignError(f"unknown format {fmt!r}: csv, npz or fits")
+
+
+def corner_plot(app, campaign_id: int, path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names, samples, _ = load_posterior(app, campaign_id)
+    cols = [i for i, n in enumerate(names) if n.startswith(f"{PERTURBER}.")] or list(range(len(names)))
+    k = len(cols)
+    fig, axes = plt.subplots(k, k, figsize=(2.2 * k, 2.2 * k), squeeze=False)
+    for i, ci in enumerate(cols):
+        for j, cj in enumerate(cols):
+            ax = axes[i][j]
+            if j > i:
+                ax.axis("off")
+            elif i == j:
+                ax.hist(samples[:, ci], bins=40, color="0.3", histtype="step")
+            else:
+                ax.plot(samples[:, cj], samples[:, ci], ",", alpha=0.3, color="k")
+            if i == k - 1:
+                ax.set_xlabel(names[cj], fontsize=8)
+            if j == 0 and i > 0:
+                ax.set_ylabel(names[ci], fontsize=8)
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=90)
+    plt.close(fig)
+    from server.storage import atomic_write_bytes
+
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+# --- demo -----------------------------------------------------------------------------------------------
+
+def demo_ttv_config(seed: int = 7, n_transits: int = 30, nlive: int = 30) -> dict:
+    """A small TTV campaign on the synthetic Kepler-88-like system (app.ttv.synthetic): transit times of b,
+    perturber c's mass, period and conjunction time free (the rest at the truth: 206.6 Earth masses,
+    22.3 d), two period bins, the true one and a wrong one. ~20 s per nested run with nlive 30."""
+    from app.ttv.synthetic import kepler88_like
+
+    system = kepler88_like(np.random.default_rng(seed), n_transits=n_transits)
+    prior = json.loads(json.dumps(system.truth_spec))
+    c = prior["planets"][1]
+    c["mass"] = {"dist": "loguniform", "min": 150.0, "max": 260.0}
+    c["period"] = {"dist": "uniform", "min": 22.25, "max": 22.45}
+    c["tconj"] = {"dist": "uniform", "min": 11.9, "max": 12.1}
+    observed = {"b": {"epoch": system.epochs.tolist(), "time": system.times.tolist(), "sigma": system.sigma.tolist()}}
+    return {"kind": "ttv", "likelihood": {"prior": prior, "observed": observed}, "perturber": "c", "replicas": 2,
+            "sampler": {"name": "dynesty", "nlive": int(nlive), "sample": "rwalk", "dlogz": 0.5},
+            "bins": [{"index": 0, "period_min": 22.25, "period_max": 22.35, "prior_mass": 0.5},
+                     {"index": 1, "period_min": 22.35, "period_max": 22.45, "prior_mass": 0.5}]}
+
+
+def run_demo_campaign(app, *, echo: Callable[[str], None] = print) -> CampaignStatus:
+    """The demo's TTV campaign through the local executor (bins x 2 replicas, validated, assimilated)."""
+    from server.executors import LocalExecutor
+
+    cid = create_campaign(app, None, "ttv", demo_ttv_config(), executor="local", seed=20261125)
+    progress = run_campaign(app, cid, executor=LocalExecutor(app, echo=lambda _m: None))
+    status = campaign_status(app, cid)
+    echo(f"    campaign {cid}: {progress.done} work units done, {progress.error} failed, "
+         f"{progress.replicas_run} replicas run and validated")
+    post = status.summary.get("posterior") or {}
+    for name, med, lo, hi in zip(post.get("param_names", []), post.get("median", []), post.get("q16", []),
+                                 post.get("q84", [])):
+        echo(f"    {name:<10} {med:.5g}  (68%: {lo:.5g} .. {hi:.5g})")
+    return status

@@ -1,0 +1,30 @@
+"""``openastro results posterior CAMPAIGN``: export a campaign's combined posterior (+ corner plot).
+
+Defined here and attached to the ``results`` group by ``server/cli/results.py`` (one import line).
+"""
+
+from __future__ import annotations
+
+import click
+
+
+@click.command("posterior")
+@click.argument("campaign_id", type=int)
+@click.option("--format", "fmt", type=click.Choice(["csv", "npz", "fits"]), default="csv", show_default=True)
+@click.option("-o", "--output", "output", type=click.Path(dir_okay=False), default=None,
+              help="Output file (default: campaign_<ID>_posterior.<format>).")
+@click.option("--corner", "corner", type=click.Path(dir_okay=False), default=None,
+              help="Also write a corner plot (PNG) of the perturber's parameters.")
+@click.pass_obj
+def posterior(app, campaign_id: int, fmt: str, output: str | None, corner: str | None) -> None:
+    """Equal-weight posterior samples of a TTV campaign, all bins combined by evidence."""
+    from server.campaigns import CampaignError, corner_plot, export_posterior
+
+    output = output or f"campaign_{campaign_id}_posterior.{fmt}"
+    try:
+        export_posterior(app, campaign_id, fmt, output)
+        if corner:
+            corner_plot(app, campaign_id, corner)
+    except CampaignError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"wrote {output}" + (f" and {corner}" if corner else ""))
