@@ -157,7 +157,7 @@ def test_image_campaign_tiles_assemble_into_the_whole_frame_reprojection_and_sta
     from astropy.io import fits
 
     for index, (data, header) in enumerate(frames):
-        whole = reproject_array(data, np.ones_like(data), header, grid, grid_shape)
+        whole = reproject_array(data, np.ones_like(data), header, grid, grid_shape, conserve_flux=True)
         with fits.open(oa_app.store.path(meta["frames"][str(index)]["reprojected_key"])) as hdul:
             assembled = hdul[0].data
         # bitwise: the kernel anchors its node grid to the global output grid, and the work generator hands every

@@ -75,7 +75,8 @@ def plan_campaign(app, campaign: Campaign, estimate: Callable[[str, dict], Resou
         grid = config["grid"]
         return plan_tiles(campaign.id, entropy, _load_frames(app, config), grid["header"], grid["shape"], estimate,
                           tile=int(config.get("tile", 512)), margin_px=int(config.get("margin_px", 2)),
-                          method=config.get("method", "bilinear"))
+                          method=config.get("method", "bilinear"),
+                          conserve_flux=bool(config.get("conserve_flux", True)))
     raise ValueError(f"campaign {campaign.id} has unknown kind {campaign.kind!r}")
 
 

@@ -229,8 +229,12 @@ def _group_row(tiles, cutouts, seconds_of, frame) -> list[tuple[tuple[int, int, 
 
 def plan_tiles(campaign_id: int, seed_entropy: int, frames: Sequence[FrameInput], grid_header: Mapping[str, Any],
                grid_shape: Sequence[int], estimate: Callable[[str, dict], Resources], *, tile: int = 512,
-               margin_px: int = 2, method: str = "bilinear") -> list[PlannedWorkUnit]:
-    """Work units of an image campaign: frame x output tile (tiny tiles grouped along rows)."""
+               margin_px: int = 2, method: str = "bilinear", conserve_flux: bool = True) -> list[PlannedWorkUnit]:
+    """Work units of an image campaign: frame x output tile (tiny tiles grouped along rows).
+
+    ``conserve_flux`` (default, as in ``server.reproject.reproject_image``) scales values by the output/input pixel
+    area, so frames of different pixel scales co-add in one flux-per-output-pixel unit.
+    """
     from astropy.wcs import WCS
 
     from app.reproject_kernel import cutout_for_tile, plan_mapping
@@ -263,7 +267,8 @@ def plan_tiles(campaign_id: int, seed_entropy: int, frames: Sequence[FrameInput]
                 continue
             cutout = InputFile(CUTOUT_OPEN_NAME, _cutout_fits(frame, cut))
             params = {"output_wcs": cards, "tile_bounds": [int(v) for v in bounds],
-                      "cutout_origin": [int(cut[0]), int(cut[2])], "method": method, "step": step}
+                      "cutout_origin": [int(cut[0]), int(cut[2])], "method": method, "step": step,
+                      "conserve_flux": bool(conserve_flux)}
             spec, wu_json = spec_file("reproject-tile", [int(seed_entropy), frame.index, bounds[0], bounds[2]],
                                       {"cutout": CUTOUT_OPEN_NAME}, params)
             name = check_wu_name(f"{tag}_tile_f{frame.index:04d}_y{bounds[0]:05d}_x{bounds[2]:05d}")

@@ -107,3 +107,51 @@ def process(app: OpenAstro, observation_ids: tuple[int, ...], stages: tuple[str,
     click.echo(f"{len(ids) - len(failed)} processed, {len(failed)} failed")
     if failed:
         raise click.ClickException(f"{len(failed)} of {len(ids)} observations failed a stage")
+
+
+@pipeline.command("stack")
+@click.option("--target", required=True, help="Target name (see the observations' OBJECT).")
+@click.option("--filter", "band", required=True, help="Band/filter of the frames to stack, e.g. V.")
+@click.option("--executor", type=click.Choice(["local", "boinc"]), default=None,
+              help="Who runs the reprojection tiles (default: the `executor` setting).")
+@click.option("--tile", default=512, show_default=True, help="Output tile size in pixels (one work unit each).")
+@click.option("--region", nargs=4, type=float, default=None, metavar="RA DEC WIDTH HEIGHT",
+              help="Output region in degrees (default: the union of the frames' footprints).")
+@click.option("--replicas", type=click.IntRange(1, 2), default=1, show_default=True,
+              help="Results per tile compared by the validator (2 = quorum 2).")
+@click.option("--name", default=None, help="Campaign name (default: generated).")
+@click.pass_obj
+def stack(app: OpenAstro, target: str, band: str, executor: str | None, tile: int, region, replicas: int,
+          name: str | None) -> None:
+    """Co-add the calibrated frames of TARGET in one band into a deep image with uncertainty and coverage maps.
+
+    Frames without a WCS or calibration are refused with the reason. Reprojection runs as tile work units through
+    the executor; with the local executor the stack is co-added before this command returns."""
+    from server.campaigns import run_campaign
+    from server.stacks import plan_stack, stack_outputs
+
+    app.db.require_current_schema()
+    try:
+        plan = plan_stack(app, target, band, executor=executor or app.settings.executor, tile=tile,
+                          region=tuple(region) if region else None, replicas=replicas, name=name)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+    for oid, reason in plan.refused:
+        click.echo(f"refused    #{oid}: {reason}", err=True)
+    click.echo(f"campaign {plan.campaign_id}: {plan.n_frames} frames onto a {plan.grid_shape[1]}x{plan.grid_shape[0]} "
+               f"grid at {plan.pixel_scale_arcsec:.2f}\"/px")
+    if (executor or app.settings.executor) != "local":
+        click.echo("work units go to BOINC: `openastro boinc generate --campaign "
+                   f"{plan.campaign_id}`; the assimilator co-adds when all tiles are in")
+        return
+    with click.progressbar(length=1, label="tiles", show_pos=True, hidden=not app.settings.progress) as bar:
+        def on_progress(p):
+            bar.length = max(p.total, 1)
+            bar.update(p.finished - bar.pos)
+
+        progress = run_campaign(app, plan.campaign_id, on_progress=on_progress)
+    if progress.error:
+        raise click.ClickException(f"{progress.error} of {progress.total} tile work units failed")
+    out = stack_outputs(app, plan.campaign_id)
+    for kind, path in out["paths"].items():
+        click.echo(f"{kind:<12} {path}")
