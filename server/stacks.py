@@ -29,7 +29,7 @@ class StackPlan:
 
 def plan_stack(app: OpenAstro, target: str, band: str, *, executor: str = "local", tile: int = 512,
                region: tuple[float, float, float, float] | None = None, replicas: int = 1,
-               name: str | None = None, seed: int | None = None) -> StackPlan:
+               name: str | None = None, seed: int | None = None, max_frames: int | None = None) -> StackPlan:
     from server.campaigns import create_stack_campaign
     from server.reproject import frame_info, output_grid, select_reference
 
@@ -54,6 +54,8 @@ def plan_stack(app: OpenAstro, target: str, band: str, *, executor: str = "local
                 refused.append((obs.id, "no exposure time"))
             else:
                 candidates.append((obs.id, obs.solved_storage_key, cal.zero_point, float(obs.exptime)))
+    if max_frames is not None:
+        candidates = candidates[:max_frames]
     if not candidates:
         reasons = "; ".join(f"#{i}: {r}" for i, r in refused) or "no image observations"
         raise ValueError(f"no calibrated {band} frames of {target!r} to stack ({reasons})")

@@ -1,0 +1,352 @@
+"""Sampler strategies for the TTV likelihood: dynesty static nested sampling and emcee.
+
+Each strategy is a small object with one method::
+
+    run(loglike, prior, seed, checkpoint_path, *, checkpoint_every_s, on_progress,
+        should_stop, meta) -> SamplerOutcome
+
+* ``loglike``: callable free-parameter vector -> ln L (picklable; app.ttv.likelihood).
+* ``prior``: app.ttv.priors.PriorTransform (unit cube -> free parameters).
+* ``seed``: list of ints, the entropy of a ``numpy.random.SeedSequence``.
+* checkpoints are written atomically (temp file in the same directory, fsync,
+  os.replace) every ``checkpoint_every_s`` seconds and when ``should_stop()`` turns
+  true; a run restarted with the same arguments resumes from the checkpoint and gives
+  bit-for-bit the result of an uninterrupted run (same machine, same libraries).
+* ``on_progress(fraction_done)`` is called regularly with a non-decreasing fraction.
+
+The dynesty checkpoint is dynesty's own pickled sampler wrapped in our versioned envelope;
+it stays on the machine that wrote it (never uploaded).  The emcee checkpoint is a plain
+``.npz``.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import pickle
+import tempfile
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from .results import TTVRunResult, make_result
+
+CHECKPOINT_FORMAT = "openastro.ttv-checkpoint"
+CHECKPOINT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class SamplerOutcome:
+    """``status`` is "done" (``result`` set) or "stopped" (checkpoint written, no result)."""
+
+    status: str
+    result: TTVRunResult | None
+    ncall: int
+
+
+def _atomic_write(path: str, write) -> None:
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".ckpt-", dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            write(fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def run_fingerprint(loglike, prior, seed, options: dict) -> str:
+    """Hash of everything that defines a run; a checkpoint from another run is refused."""
+    spec = getattr(loglike, "spec", None)
+    blob = json.dumps({"like": spec, "prior": prior.spec.to_dict(), "seed": list(seed),
+                       "options": options, "dt": getattr(loglike, "dt", None)},
+                      sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+class _Progress:
+    """Non-decreasing progress reporting, rate-limited to one call per 0.5 s."""
+
+    def __init__(self, callback):
+        self.callback = callback
+        self.best = 0.0
+        self.last = -math.inf
+
+    def __call__(self, fraction: float, force: bool = False) -> None:
+        if self.callback is None:
+            return
+        self.best = max(self.best, min(max(fraction, 0.0), 1.0))
+        now = time.monotonic()
+        if force or now - self.last >= 0.5:
+            self.last = now
+            self.callback(self.best)
+
+
+class _UnitCube:
+    """Picklable emcee target in unit-cube coordinates (periodic coordinates wrap)."""
+
+    def __init__(self, loglike, prior):
+        self.loglike = loglike
+        self.prior = prior
+        self.periodic = np.array(prior.periodic, dtype=int)
+
+    def __call__(self, u):
+        u = np.array(u, dtype=np.float64)
+        if len(self.periodic):
+            u[self.periodic] %= 1.0
+        if np.any(u < 0.0) or np.any(u > 1.0):
+            return -np.inf
+        return self.loglike(self.prior(u))
+
+
+class DynestyStrategy:
+    """dynesty static nested sampling (``sample`` in rwalk, rslice, unif, slice...)."""
+
+    name = "dynesty"
+
+    def __init__(self, nlive: int = 100, sample: str = "rwalk", bound: str = "multi",
+                 walks: int | None = None, slices: int | None = None, dlogz: float = 0.1,
+                 maxcall: int | None = None):
+        if int(nlive) < 2:
+            raise ValueError(f"nlive must be >= 2, got {nlive}")
+        if not dlogz > 0:
+            raise ValueError(f"dlogz must be > 0, got {dlogz}")
+        self.options = {"nlive": int(nlive), "sample": sample, "bound": bound, "walks": walks,
+                        "slices": slices, "dlogz": float(dlogz), "maxcall": maxcall}
+
+    def _new_sampler(self, loglike, prior, seed):
+        import dynesty
+
+        o = self.options
+        kwargs = {"nlive": o["nlive"], "sample": o["sample"], "bound": o["bound"],
+                  "rstate": np.random.Generator(np.random.PCG64(np.random.SeedSequence(seed))),
+                  "periodic": list(prior.periodic) or None}
+        if o["walks"] is not None:
+            kwargs["walks"] = o["walks"]
+        if o["slices"] is not None:
+            kwargs["slices"] = o["slices"]
+        return dynesty.NestedSampler(loglike, prior, prior.ndim, **kwargs)
+
+    def _save(self, path, sampler, fingerprint):
+        import dynesty
+
+        state = {"format": CHECKPOINT_FORMAT, "format_version": CHECKPOINT_VERSION,
+                 "kind": "dynesty", "dynesty_version": dynesty.__version__,
+                 "fingerprint": fingerprint, "sampler": sampler}
+        _atomic_write(path, lambda fh: pickle.dump(state, fh, protocol=pickle.HIGHEST_PROTOCOL))
+
+    def _restore(self, path, fingerprint):
+        import dynesty
+
+        with open(path, "rb") as fh:
+            state = pickle.load(fh)  # our own checkpoint, written on this machine
+        if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+            raise ValueError(f"{path} is not an {CHECKPOINT_FORMAT} file")
+        if state.get("format_version") != CHECKPOINT_VERSION or state.get("kind") != "dynesty":
+            raise ValueError(f"{path}: checkpoint format {state.get('format_version')!r}/"
+                             f"{state.get('kind')!r} is not dynesty v{CHECKPOINT_VERSION}")
+        if state.get("dynesty_version") != dynesty.__version__:
+            raise ValueError(f"{path} was written by dynesty {state.get('dynesty_version')}, "
+                             f"this is {dynesty.__version__}; cannot resume bit-for-bit")
+        if state.get("fingerprint") != fingerprint:
+            raise ValueError(f"{path} belongs to a different run (data, prior, seed or options "
+                             f"differ); refusing to resume from it")
+        return state["sampler"]
+
+    def run(self, loglike, prior, seed, checkpoint_path=None, *, checkpoint_every_s=60.0,
+            on_progress=None, should_stop=None, meta=None) -> SamplerOutcome:
+        from dynesty.utils import compute_integrals
+
+        fingerprint = run_fingerprint(loglike, prior, seed, self.options)
+        resumed = checkpoint_path is not None and os.path.exists(checkpoint_path)
+        sampler = (self._restore(checkpoint_path, fingerprint) if resumed
+                   else self._new_sampler(loglike, prior, seed))
+        progress = _Progress(on_progress)
+        dlogz = self.options["dlogz"]
+        last_save = time.monotonic()
+        stopped = False
+        for res in sampler.sample(dlogz=dlogz, maxcall=self.options["maxcall"], resume=resumed,
+                                  save_bounds=False):
+            # honest fraction done: ln X shrinks by 1/nlive per iteration; the run ends when
+            # ln Lmax + ln X <= ln Z + ln(dlogz) (remaining evidence below the threshold).
+            lmax = float(np.max(sampler.live_logl))
+            target = min(res.logz + math.log(dlogz) - lmax, -1e-9)
+            progress(res.logvol / target if res.logz > -1e299 else 0.0)
+            if checkpoint_path is not None and should_stop is not None and should_stop():
+                self._save(checkpoint_path, sampler, fingerprint)
+                stopped = True
+                break
+            if checkpoint_path is not None and time.monotonic() - last_save >= checkpoint_every_s:
+                self._save(checkpoint_path, sampler, fingerprint)
+                last_save = time.monotonic()
+        if stopped:
+            progress(progress.best, force=True)
+            return SamplerOutcome("stopped", None, int(sampler.ncall))
+        for _ in sampler.add_live_points():
+            pass
+        run = sampler.saved_run
+        logwt, logz, logzvar, h = compute_integrals(logl=np.asarray(run["logl"]),
+                                                    logvol=np.asarray(run["logvol"]))
+        arrays = {"samples": np.asarray(run["v"]), "samples_u": np.asarray(run["u"]),
+                  "samples_id": np.asarray(run["id"]), "samples_it": np.asarray(run["it"]),
+                  "ncall": np.asarray(run["nc"]), "logl": np.asarray(run["logl"]),
+                  "logvol": np.asarray(run["logvol"]), "logwt": logwt, "logz": logz,
+                  "logzerr": np.sqrt(np.maximum(logzvar, 0.0)), "information": h,
+                  "niter": np.int64(sampler.it - 1), "nlive": np.int64(sampler.nlive),
+                  "eff": np.float64(sampler.eff)}
+        meta = dict(meta or {}, sampler="dynesty", options=self.options, seed=list(seed),
+                    param_names=list(prior.names), ncall_total=int(sampler.ncall))
+        progress(1.0, force=True)
+        return SamplerOutcome("done", make_result("ttv-nested", meta, arrays), int(sampler.ncall))
+
+
+class EmceeStrategy:
+    """emcee affine-invariant ensemble, in unit-cube coordinates of the prior.
+
+    Start: ``init_samples`` (n x ndim free physical parameters, e.g. a previous
+    posterior; walkers are drawn from it) or, without it, an optimiser (Nelder-Mead from
+    the best of ``n_starts`` prior draws) followed by a small ball of radius ``ball``.
+    """
+
+    name = "emcee"
+
+    def __init__(self, nwalkers: int = 32, nsteps: int = 2000, init_samples=None,
+                 n_starts: int = 64, ball: float = 1e-4):
+        if int(nwalkers) < 4 or int(nwalkers) % 2:
+            raise ValueError(f"nwalkers must be even and >= 4, got {nwalkers}")
+        if int(nsteps) < 1:
+            raise ValueError(f"nsteps must be >= 1, got {nsteps}")
+        self.options = {"nwalkers": int(nwalkers), "nsteps": int(nsteps),
+                        "n_starts": int(n_starts), "ball": float(ball),
+                        "warm_start": init_samples is not None}
+        self.init_samples = None if init_samples is None else np.asarray(init_samples, float)
+
+    def _initial(self, target, prior, rng) -> np.ndarray:
+        nw, ndim = self.options["nwalkers"], prior.ndim
+        if self.init_samples is not None:
+            if self.init_samples.ndim != 2 or self.init_samples.shape[1] != ndim:
+                raise ValueError(f"init_samples must be (n, {ndim}), got "
+                                 f"{self.init_samples.shape}")
+            idx = rng.choice(len(self.init_samples), size=nw,
+                             replace=len(self.init_samples) < nw)
+            u0 = np.array([prior.inverse(x) for x in self.init_samples[idx]])
+            return np.clip(u0 + self.options["ball"] * rng.standard_normal(u0.shape), 0, 1)
+        from scipy.optimize import minimize
+
+        starts = rng.random((self.options["n_starts"], ndim))
+        best = max(starts, key=target)
+
+        def objective(u):
+            value = target(u)
+            return -value if np.isfinite(value) else 1e300
+
+        opt = minimize(objective, best, method="Nelder-Mead",
+                       options={"maxfev": 400 * ndim, "xatol": 1e-9, "fatol": 1e-6})
+        centre = opt.x if -opt.fun >= target(best) else best
+        return np.clip(centre + self.options["ball"] * rng.standard_normal((nw, ndim)), 0, 1)
+
+    def _fingerprint(self, loglike, prior, seed):
+        opts = dict(self.options)
+        if self.init_samples is not None:
+            opts["init_sha"] = hashlib.sha256(self.init_samples.tobytes()).hexdigest()
+        return run_fingerprint(loglike, prior, seed, opts)
+
+    def _save(self, path, fingerprint, chain_u, log_prob, n_done, random_state):
+        meta = {"format": CHECKPOINT_FORMAT, "format_version": CHECKPOINT_VERSION,
+                "kind": "emcee", "fingerprint": fingerprint, "n_done": int(n_done)}
+        _, key, pos, has_gauss, gauss = random_state
+        _atomic_write(path, lambda fh: np.savez(
+            fh, meta=np.array(json.dumps(meta)), chain_u=chain_u[:n_done],
+            log_prob=log_prob[:n_done], rs_key=np.asarray(key, dtype=np.uint32),
+            rs_pos=np.int64(pos), rs_has_gauss=np.int64(has_gauss), rs_gauss=np.float64(gauss)))
+
+    def run(self, loglike, prior, seed, checkpoint_path=None, *, checkpoint_every_s=60.0,
+            on_progress=None, should_stop=None, meta=None) -> SamplerOutcome:
+        import emcee
+
+        nw, nsteps, ndim = self.options["nwalkers"], self.options["nsteps"], prior.ndim
+        target = _UnitCube(loglike, prior)
+        fingerprint = self._fingerprint(loglike, prior, seed)
+        chain_u = np.empty((nsteps, nw, ndim))
+        log_prob = np.empty((nsteps, nw))
+        sampler = emcee.EnsembleSampler(nw, ndim, target)
+        if checkpoint_path is not None and os.path.exists(checkpoint_path):
+            with np.load(checkpoint_path, allow_pickle=False) as ck:
+                ck_meta = json.loads(str(ck["meta"]))
+                if (ck_meta.get("format") != CHECKPOINT_FORMAT or ck_meta.get("kind") != "emcee"
+                        or ck_meta.get("format_version") != CHECKPOINT_VERSION):
+                    raise ValueError(f"{checkpoint_path} is not an emcee checkpoint "
+                                     f"v{CHECKPOINT_VERSION}: {ck_meta}")
+                if ck_meta["fingerprint"] != fingerprint:
+                    raise ValueError(f"{checkpoint_path} belongs to a different run; refusing "
+                                     f"to resume from it")
+                n_done = ck_meta["n_done"]
+                chain_u[:n_done] = ck["chain_u"]
+                log_prob[:n_done] = ck["log_prob"]
+                rs = ("MT19937", ck["rs_key"], int(ck["rs_pos"]), int(ck["rs_has_gauss"]),
+                      float(ck["rs_gauss"]))
+            state = emcee.State(chain_u[n_done - 1].copy(), log_prob=log_prob[n_done - 1].copy(),
+                                random_state=rs)
+        else:
+            ss = np.random.SeedSequence(seed)
+            init_ss, walk_ss = ss.spawn(2)
+            u0 = self._initial(target, prior, np.random.Generator(np.random.PCG64(init_ss)))
+            rs = np.random.RandomState(np.random.MT19937(walk_ss)).get_state()
+            state = emcee.State(u0, random_state=rs)
+            n_done = 0
+        sampler.random_state = state.random_state
+        progress = _Progress(on_progress)
+        last_save = time.monotonic()
+        step = n_done
+        if step < nsteps:
+            for st in sampler.sample(state, iterations=nsteps - n_done, store=False,
+                                     skip_initial_state_check=n_done > 0):
+                chain_u[step] = st.coords
+                log_prob[step] = st.log_prob
+                step += 1
+                progress(step / nsteps)
+                if checkpoint_path is None:
+                    continue
+                if should_stop is not None and should_stop():
+                    self._save(checkpoint_path, fingerprint, chain_u, log_prob, step,
+                               sampler.random_state)
+                    progress(progress.best, force=True)
+                    return SamplerOutcome("stopped", None, 0)
+                if time.monotonic() - last_save >= checkpoint_every_s:
+                    self._save(checkpoint_path, fingerprint, chain_u, log_prob, step,
+                               sampler.random_state)
+                    last_save = time.monotonic()
+        chain = np.empty_like(chain_u)
+        for i in range(nsteps):
+            for j in range(nw):
+                u = chain_u[i, j].copy()
+                if len(target.periodic):
+                    u[target.periodic] %= 1.0
+                chain[i, j] = prior(u)
+        meta = dict(meta or {}, sampler="emcee", options=self.options, seed=list(seed),
+                    param_names=list(prior.names))
+        progress(1.0, force=True)
+        result = make_result("ttv-emcee", meta, {"chain": chain, "log_prob": log_prob,
+                                                 "log_like": log_prob.copy()})
+        return SamplerOutcome("done", result, nsteps * nw)
+
+
+def make_strategy(options: dict):
+    """Strategy from plain options: {"name": "dynesty"|"emcee", ...constructor kwargs}."""
+    if not isinstance(options, dict) or "name" not in options:
+        raise ValueError(f"sampler options need a 'name' (dynesty or emcee), got {options!r}")
+    opts = dict(options)
+    name = opts.pop("name")
+    table = {"dynesty": DynestyStrategy, "emcee": EmceeStrategy}
+    if name not in table:
+        raise ValueError(f"unknown sampler {name!r}; choose one of {sorted(table)}")
+    try:
+        return table[name](**opts)
+    except TypeError as exc:
+        raise ValueError(f"bad options for sampler {name!r}: {exc}") from None

@@ -1,0 +1,147 @@
+"""``openastro ttv``: transit times from a light curve, and TTV inference from transit times."""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import tomllib
+
+import click
+
+from server.context import OpenAstro
+
+
+def _read_config(path: str) -> dict:
+    """A TOML (.toml) or JSON file as a dict; ValueError with the file name otherwise."""
+    try:
+        with open(path, "rb") as fh:
+            if path.endswith(".toml"):
+                return tomllib.load(fh)
+            return json.load(fh)
+    except (tomllib.TOMLDecodeError, json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{path}: not valid {'TOML' if path.endswith('.toml') else 'JSON'} "
+                         f"({exc})") from None
+
+
+@click.group()
+def ttv() -> None:
+    """Transit timing: mid-times from light curves, perturber posteriors from times."""
+
+
+@ttv.command("times")
+@click.argument("lightcurve", type=click.Path(exists=True, dir_okay=False))
+@click.option("--params", "params_path", required=True, type=click.Path(exists=True, dir_okay=False),
+              help="Transit parameters (JSON or TOML): period, t0, rp_rs, a_rs, inc or b, u.")
+@click.option("--out", type=click.Path(dir_okay=False), default=None,
+              help="Output CSV (default: <var_dir>/results/<lightcurve>_times.csv).")
+@click.option("--target", default=None, help="Store the times in the database under this target.")
+@click.option("--planet", default="b", show_default=True)
+@click.pass_obj
+def times(app: OpenAstro, lightcurve: str, params_path: str, out, target, planet: str) -> None:
+    """Fit mid-transit times in LIGHTCURVE (CSV with time [BJD_TDB d], flux, flux_err)."""
+    import pandas as pd
+
+    from server.transit_times import extract_transit_times
+
+    try:
+        params = _read_config(params_path)
+        lc = pd.read_csv(lightcurve)
+        table = extract_transit_times(lc, params)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+    if out is None:
+        directory = app.var_dir / "results"
+        directory.mkdir(parents=True, exist_ok=True)
+        out = directory / (os.path.splitext(os.path.basename(lightcurve))[0] + "_times.csv")
+    tmp = f"{out}.tmp"
+    table.assign(planet=planet).to_csv(tmp, index=False)
+    os.replace(tmp, out)
+    ok = table["flag"] == "ok"
+    click.echo(f"{int(ok.sum())} transit times, {int((~ok).sum())} flagged windows -> {out}")
+    for flag, n in table.loc[~ok, "flag"].value_counts().items():
+        click.echo(f"  flagged {flag}: {n}")
+    eph = table.attrs.get("ephemeris")
+    if eph:
+        click.echo(f"linear ephemeris: t0 = {eph['t0']:.6f} +- {eph['cov'][0][0] ** 0.5:.6f} d, "
+                   f"P = {eph['period']:.7f} +- {eph['cov'][1][1] ** 0.5:.7f} d "
+                   f"(chi2 = {eph['chi2']:.1f}, n = {eph['n']})")
+    if target:
+        from server.ttv_store import store_transit_times
+
+        with app.db.session() as session:
+            n = store_transit_times(session, target, planet, table)
+        click.echo(f"stored {n} transit times for {target} {planet}")
+
+
+@ttv.command("fit")
+@click.argument("times_path", metavar="TIMES", type=click.Path(exists=True, dir_okay=False))
+@click.option("--priors", "priors_path", required=True, type=click.Path(exists=True, dir_okay=False),
+              help="prior_config (JSON or TOML); every key is in docs/ttv.md.")
+@click.option("--out-dir", type=click.Path(file_okay=False), default=None,
+              help="Directory for summary.json, summary.csv, samples.csv, corner.png.")
+@click.option("--time-offset", type=float, default=0.0, show_default=True,
+              help="Added to the table's times (e.g. 2454833 for BKJD tables).")
+@click.option("--sigma-unit", type=click.Choice(["d", "min", "s"]), default="d", show_default=True)
+@click.option("--target", default=None, help="Target name for the database records.")
+@click.option("--store/--no-store", default=True, show_default=True,
+              help="Store the campaign and posteriors in the database.")
+@click.pass_obj
+def fit(app: OpenAstro, times_path: str, priors_path: str, out_dir, time_offset: float,
+        sigma_unit: str, target, store: bool) -> None:
+    """Posterior on a hidden perturber from the transit times in TIMES (CSV: [planet,] epoch,
+    time, sigma), running every period bin locally."""
+    from server.transit_times import load_transit_time_table
+    from server.ttv_inference import (plan_tasks, run_ttv_inference, summary_dict,
+                                      write_corner_png, write_summary_csv, write_summary_json)
+
+    try:
+        cfg = _read_config(priors_path)
+        cfg.setdefault("ncores", app.settings.ncores)
+        data = load_transit_time_table(times_path, time_offset=time_offset, sigma_unit=sigma_unit)
+        _, tasks, bins = plan_tasks(data, cfg)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"{len(data)} transit times, {len(bins)} period bins, {len(tasks)} sampling runs")
+    for b in bins:
+        click.echo(f"  bin {b.index}: [{b.period_min:.3f}, {b.period_max:.3f}] d "
+                   f"({b.side} of {b.resonance})")
+    name = f"ttv-{os.path.splitext(os.path.basename(times_path))[0]}-" \
+           f"{dt.datetime.now(dt.timezone.utc):%Y%m%dT%H%M%S}"
+    out_dir = out_dir or str(app.var_dir / "results" / name)
+    os.makedirs(out_dir, exist_ok=True)
+    with click.progressbar(length=len(tasks), label="sampling", show_pos=True) as bar:
+        def progress(done, total, label):
+            bar.update(1)
+
+        try:
+            result = run_ttv_inference(data, cfg, progress=progress,
+                                       checkpoint_dir=os.path.join(out_dir, "checkpoints"))
+        except ValueError as exc:
+            raise click.ClickException(str(exc)) from None
+    write_summary_json(result, os.path.join(out_dir, "summary.json"))
+    write_summary_csv(result, os.path.join(out_dir, "summary.csv"))
+    tmp = os.path.join(out_dir, ".samples.csv.tmp")
+    result["posterior_samples"].to_csv(tmp, index=False)
+    os.replace(tmp, os.path.join(out_dir, "samples.csv"))
+    write_corner_png(result, os.path.join(out_dir, "corner.png"))
+    for row in result["bin_evidences"]:
+        click.echo(f"bin {row['index']} [{row['period_min']:.3f}, {row['period_max']:.3f}] d: "
+                   f"ln Z = {row['log_z']:.2f} +- {row['log_z_err']:.2f}, "
+                   f"P(bin) = {row['probability']:.3g}")
+    mc = result.get("model_comparison")
+    if mc:
+        click.echo(f"ln B(1 vs 0 perturbers) = {mc['ln_bayes_factor_1_vs_0']:.2f}: prefers "
+                   f"{mc['preferred_n_perturbers']} perturber(s)")
+    for k, ci in result["credible_intervals"].items():
+        if k.startswith("pert."):
+            click.echo(f"{k}: {ci['median']:.6g} (68%: {ci['68'][0]:.6g} .. {ci['68'][1]:.6g})")
+    for flag in result["flags"]:
+        click.echo(f"warning: {flag}")
+    click.echo(f"results in {out_dir}")
+    if store:
+        from server.ttv_store import store_ttv_result
+
+        with app.db.session() as session:
+            cid = store_ttv_result(session, app.store, target, name, result,
+                                   summary_dict(result))
+        click.echo(f"stored campaign {name} (id {cid})")

@@ -1,0 +1,449 @@
+"""Stage 8: TTV inference for one system, run locally (all bins, all models).
+
+``run_ttv_inference(ttv_data, prior_config)`` builds one sampling task per
+(model, period bin, run) with :mod:`app.ttv` (the same tasks the volunteer app runs),
+executes them sequentially or in a process pool, merges runs of a bin, combines bins by
+evidence x prior mass and compares the no-perturber and one-perturber models.
+Every ``prior_config`` key is documented in docs/ttv.md (:data:`CONFIG_DEFAULTS`).
+"""
+from __future__ import annotations
+
+import concurrent.futures as cf
+import csv
+import json
+import math
+import multiprocessing
+import os
+import tempfile
+
+import numpy as np
+import pandas as pd
+
+from app.ttv.bins import PeriodBin, period_bins
+from app.ttv.combine import combine_bins, merge_bin_runs
+from app.ttv.task import run_ttv_task
+from server.transit_times import fit_linear_ephemeris, validate_ttv_table
+
+CONFIG_DEFAULTS = {
+    "stellar_mass": None,            # M_sun (required)
+    "perturber_period": None,        # [min, max] days (required)
+    "perturber_mass": None,          # [min, max] Earth masses, log-uniform (required)
+    "perturber_period_prior": "loguniform",   # or "uniform"
+    "perturber_period_bins": None,   # explicit [[lo, hi], ...] days; default: resonance bins
+    "resonance_max_order": 4,
+    "resonance_max_j": 6,
+    "perturber_ecc_max": 0.3,        # e ~ U(0, emax), omega ~ U(0, 360 deg)
+    "perturber_ecc_fixed": None,     # [e, omega_deg]: fix instead of sampling
+    "known_mass": 10.0,              # Earth masses, fixed (or {"b": 8.7, ...})
+    "known_ecc_max": 0.1,
+    "known_ecc_fixed": None,         # [e, omega_deg] (or {"b": [e, w], ...})
+    "known_period_width": 0.01,      # half-width of the osculating-period prior, fraction of P
+    "known_tconj_width": 0.05,       # half-width of the tconj prior, fraction of P
+    "jitter": None,                  # [min, max] days, log-uniform extra scatter
+    "sampler": "dynesty",            # or "emcee"
+    "nlive": 100,
+    "dynesty_sample": "rwalk",
+    "walks": None,
+    "dlogz": 0.1,
+    "emcee_nwalkers": 32,
+    "emcee_nsteps": 2000,
+    "warm_start": None,              # {"param_names": [...], "samples": [[...]]} (emcee)
+    "seed": 0,                       # int or list of ints (SeedSequence entropy)
+    "runs_per_bin": 1,
+    "models": [0, 1],                # numbers of perturbers to compare (0 and/or 1)
+    "ncores": 1,
+    "n_posterior_samples": 4000,
+}
+_REQUIRED = ("stellar_mass", "perturber_period", "perturber_mass")
+
+
+def validate_prior_config(cfg: dict) -> dict:
+    """Defaults filled in; ValueError for unknown keys, missing keys and empty ranges."""
+    if not isinstance(cfg, dict):
+        raise ValueError(f"prior_config must be a dict, got {type(cfg).__name__}")
+    unknown = sorted(set(cfg) - set(CONFIG_DEFAULTS))
+    if unknown:
+        raise ValueError(f"unknown prior_config key(s) {unknown}; see docs/ttv.md for the "
+                         f"{len(CONFIG_DEFAULTS)} keys")
+    out = dict(CONFIG_DEFAULTS, **cfg)
+    missing = [k for k in _REQUIRED if out[k] is None]
+    if missing:
+        raise ValueError(f"prior_config needs {missing}")
+    for key in ("perturber_period", "perturber_mass", "jitter"):
+        v = out[key]
+        if v is None:
+            continue
+        if not isinstance(v, (list, tuple)) or len(v) != 2:
+            raise ValueError(f"prior_config[{key!r}] must be [min, max], got {v!r}")
+        if not (0 < float(v[0]) < float(v[1])):
+            raise ValueError(f"prior_config[{key!r}] = {list(v)} is an empty or non-positive range")
+    if out["sampler"] not in ("dynesty", "emcee"):
+        raise ValueError(f"prior_config['sampler'] must be 'dynesty' or 'emcee', got "
+                         f"{out['sampler']!r}")
+    if out["perturber_period_prior"] not in ("uniform", "loguniform"):
+        raise ValueError(f"perturber_period_prior must be uniform or loguniform, got "
+                         f"{out['perturber_period_prior']!r}")
+    if not set(out["models"]) <= {0, 1} or not out["models"]:
+        raise ValueError(f"models must be a non-empty subset of [0, 1], got {out['models']}")
+    if not 0 < float(out["perturber_ecc_max"]) < 1:
+        raise ValueError(f"perturber_ecc_max must be in (0, 1), got {out['perturber_ecc_max']}")
+    if int(out["runs_per_bin"]) < 1 or int(out["ncores"]) < 1:
+        raise ValueError("runs_per_bin and ncores must be >= 1")
+    return out
+
+
+def _per_planet(value, name):
+    return value.get(name) if isinstance(value, dict) else value
+
+
+def _ecc_prior(fixed, emax):
+    if fixed is not None:
+        return {"dist": "fixed", "e": float(fixed[0]), "omega_deg": float(fixed[1])}
+    return {"dist": "disk", "emax": float(emax)}
+
+
+def _check_table(ttv_data: pd.DataFrame) -> dict:
+    """Validate the table; returns per-planet observed data and linear ephemerides."""
+    if not isinstance(ttv_data, pd.DataFrame):
+        raise ValueError(f"ttv_data must be a pandas DataFrame, got {type(ttv_data).__name__}")
+    df = ttv_data.copy()
+    if "planet" not in df.columns:
+        raise ValueError(f"ttv_data needs columns planet, epoch, t_obs, sigma; has "
+                         f"{list(df.columns)}")
+    validate_ttv_table(df)
+    planets = {}
+    for name, g in df.groupby("planet", sort=False):
+        ep = g["epoch"].to_numpy(float)
+        if np.any(np.diff(ep) <= 0):
+            raise ValueError(f"planet {name!r}: epochs are unsorted (rows must be in increasing "
+                             f"epoch order); sort them or check the table")
+        t = g["t_obs"].to_numpy(float)
+        s = g["sigma"].to_numpy(float)
+        if len(g) < 3:
+            raise ValueError(f"planet {name!r} has {len(g)} transit times; need at least 3")
+        eph = fit_linear_ephemeris(ep, t, s)
+        resid = t - (eph.t0 + eph.period * ep)
+        if np.max(np.abs(resid)) > 0.25 * eph.period:
+            worst = int(np.argmax(np.abs(resid)))
+            hint = ""
+            if np.any(t > 2.4e6) and np.any(t < 2.4e6):
+                hint = (" Some times look like full JD/BJD (> 2400000) and others like offsets "
+                        "(e.g. BJD - 2454833): use one convention.")
+            raise ValueError(f"planet {name!r}: epochs and times disagree (row with epoch "
+                             f"{int(ep[worst])} is {resid[worst]:.3f} d from the linear "
+                             f"ephemeris, period {eph.period:.5f} d).{hint}")
+        planets[str(name)] = {"epoch": ep.astype(int).tolist(), "time": t.tolist(),
+                              "sigma": s.tolist(), "ephemeris": eph}
+    return planets
+
+
+def build_prior_spec(cfg: dict, observed: dict, n_perturbers: int,
+                     period_range: tuple[float, float] | None) -> dict:
+    """app.ttv prior spec: known planets from their ephemerides (+ one perturber)."""
+    planets = []
+    single = n_perturbers == 0 and len(observed) == 1  # strictly periodic: e, omega irrelevant
+    for name, obs in observed.items():
+        eph = obs["ephemeris"]
+        p, t0 = eph.period, eph.t0
+        dp = max(cfg["known_period_width"] * p, 10 * math.sqrt(eph.cov[1][1]))
+        dt = max(cfg["known_tconj_width"] * p, 10 * math.sqrt(eph.cov[0][0]))
+        planets.append({
+            "name": name,
+            "mass": {"dist": "fixed", "value": float(_per_planet(cfg["known_mass"], name))},
+            "period": {"dist": "uniform", "min": p - dp, "max": p + dp},
+            "ecc": (_ecc_prior((0.0, 90.0), None) if single else
+                    _ecc_prior(_per_planet(cfg["known_ecc_fixed"], name), cfg["known_ecc_max"])),
+            "tconj": {"dist": "uniform", "min": t0 - dt, "max": t0 + dt}})
+    if n_perturbers:
+        lo, hi = period_range
+        t_ref = min(o["ephemeris"].t0 for o in observed.values())
+        planets.append({
+            "name": "pert",
+            "mass": {"dist": "loguniform", "min": float(cfg["perturber_mass"][0]),
+                     "max": float(cfg["perturber_mass"][1])},
+            "period": {"dist": cfg["perturber_period_prior"], "min": lo, "max": hi},
+            "ecc": _ecc_prior(cfg["perturber_ecc_fixed"], cfg["perturber_ecc_max"]),
+            "tconj": {"dist": "phase", "t_ref": t_ref}})
+    planets.sort(key=lambda q: q["period"].get("min", q["period"].get("value")))
+    spec = {"stellar_mass": float(cfg["stellar_mass"]), "planets": planets}
+    if cfg["jitter"] is not None:
+        spec["jitter"] = {"dist": "loguniform", "min": float(cfg["jitter"][0]),
+                          "max": float(cfg["jitter"][1])}
+    return spec
+
+
+def make_bins(cfg: dict, observed: dict) -> list[PeriodBin]:
+    lo, hi = (float(v) for v in cfg["perturber_period"])
+    known = [o["ephemeris"].period for o in observed.values()]
+    for p in known:
+        if lo <= p <= hi:
+            raise ValueError(f"perturber_period {[lo, hi]} contains a known planet's period "
+                             f"{p:.4f} d; give a range on one side of it")
+    if cfg["perturber_period_bins"] is not None:
+        bins = []
+        for i, (a, b) in enumerate(cfg["perturber_period_bins"]):
+            if not (lo <= float(a) < float(b) <= hi):
+                raise ValueError(f"perturber_period_bins[{i}] = {[a, b]} is empty or outside "
+                                 f"perturber_period {[lo, hi]}")
+            bins.append(PeriodBin(i, float(a), float(b), "user", "user"))
+        return bins
+    nearest = min(known, key=lambda p: min(abs(math.log(p / lo)), abs(math.log(p / hi))))
+    return period_bins(nearest, lo, hi, max_order=int(cfg["resonance_max_order"]),
+                       max_j=int(cfg["resonance_max_j"]))
+
+
+def _sampler_options(cfg: dict, prior_names, warm) -> dict:
+    if cfg["sampler"] == "dynesty":
+        return {"name": "dynesty", "nlive": int(cfg["nlive"]), "sample": cfg["dynesty_sample"],
+                "walks": cfg["walks"], "dlogz": float(cfg["dlogz"])}
+    opts = {"name": "emcee", "nwalkers": int(cfg["emcee_nwalkers"]),
+            "nsteps": int(cfg["emcee_nsteps"])}
+    if warm is not None:
+        opts["init_samples"] = warm
+    return opts
+
+
+def _warm_samples(cfg, names, period_range):
+    ws = cfg["warm_start"]
+    if ws is None:
+        return None
+    got = list(ws.get("param_names", []))
+    if got != list(names):
+        raise ValueError(f"warm_start parameters {got} do not match this model's {list(names)}")
+    s = np.asarray(ws["samples"], float)
+    if period_range is not None and "pert.period" in names:
+        k = list(names).index("pert.period")
+        s = s[(s[:, k] >= period_range[0]) & (s[:, k] <= period_range[1])]
+    return s.tolist() if len(s) else None
+
+
+def plan_tasks(ttv_data: pd.DataFrame, prior_config: dict) -> tuple[dict, list[dict], list]:
+    """Validated config, task list [{model, bin, run, spec, seed}], and bins."""
+    cfg = validate_prior_config(prior_config)
+    observed = _check_table(ttv_data)
+    bins = make_bins(cfg, observed) if 1 in cfg["models"] else []
+    obs_plain = {k: {"epoch": v["epoch"], "time": v["time"], "sigma": v["sigma"]}
+                 for k, v in observed.items()}
+    root = [int(x) for x in (cfg["seed"] if isinstance(cfg["seed"], list) else [cfg["seed"]])]
+    tasks = []
+    for model in sorted(cfg["models"]):
+        for b in (bins if model == 1 else [None]):
+            rng_ = None if b is None else (b.period_min, b.period_max)
+            prior = build_prior_spec(cfg, observed, model, rng_)
+            from app.ttv.priors import PriorTransform
+
+            names = PriorTransform(prior).names
+            warm = _warm_samples(cfg, names, rng_) if model == 1 else None
+            for run in range(int(cfg["runs_per_bin"])):
+                spec = {"likelihood": {"prior": prior, "observed": obs_plain},
+                        "sampler": _sampler_options(cfg, names, warm),
+                        "label": {"model": model, "bin": None if b is None else b.index,
+                                  "run": run}}
+                seed = root + [model, -1 if b is None else b.index, run]
+                tasks.append({"model": model, "bin": b, "run": run, "spec": spec,
+                              "seed": [s % (2 ** 32) for s in seed]})
+    return cfg, tasks, bins
+
+
+def _run_one(task, checkpoint_dir):
+    ckpt = None
+    if checkpoint_dir is not None:
+        b = "none" if task["bin"] is None else task["bin"].index
+        ckpt = os.path.join(checkpoint_dir, f"ttv-m{task['model']}-b{b}-r{task['run']}.ckpt")
+    return run_ttv_task(task["spec"], task["seed"], ckpt, checkpoint_every_s=30.0)
+
+
+def _intervals(samples: np.ndarray, names) -> dict:
+    out = {}
+    for k, n in enumerate(names):
+        q = np.percentile(samples[:, k], [2.5, 16, 50, 84, 97.5])
+        out[n] = {"median": float(q[2]), "68": [float(q[1]), float(q[3])],
+                  "95": [float(q[0]), float(q[4])]}
+    return out
+
+
+def _derived(samples: np.ndarray, names) -> tuple[np.ndarray, list[str]]:
+    names = list(names)
+    cols = [samples]
+    extra = []
+    if "pert.secosw" in names:
+        c, s = samples[:, names.index("pert.secosw")], samples[:, names.index("pert.sesinw")]
+        cols += [(c * c + s * s)[:, None], (np.degrees(np.arctan2(s, c)) % 360.0)[:, None]]
+        extra += ["pert.e", "pert.omega_deg"]
+    if "pert.mass" in names:
+        cols.append((samples[:, names.index("pert.mass")] / 317.8284065946748)[:, None])
+        extra.append("pert.mass_mjup")
+    return np.hstack(cols), names + extra
+
+
+def run_ttv_inference(ttv_data: pd.DataFrame, prior_config: dict, *, progress=None,
+                      checkpoint_dir: str | None = None) -> dict:
+    """Posterior on a hidden perturber from transit times (see module docstring).
+
+    ``ttv_data``: columns planet, epoch, t_obs (BJD_TDB days or a constant offset), sigma
+    (days).  ``progress(done_tasks, total_tasks, label)`` is called as tasks finish.
+    """
+    cfg, tasks, bins = plan_tasks(ttv_data, prior_config)
+    results = [None] * len(tasks)
+    ncores = min(int(cfg["ncores"]), len(tasks))
+    if ncores > 1:
+        ctx = multiprocessing.get_context("spawn")
+        with cf.ProcessPoolExecutor(max_workers=ncores, mp_context=ctx) as pool:
+            futs = {pool.submit(_run_one, t, checkpoint_dir): i for i, t in enumerate(tasks)}
+            for n, fut in enumerate(cf.as_completed(futs), 1):
+                results[futs[fut]] = fut.result()
+                if progress:
+                    progress(n, len(tasks), tasks[futs[fut]]["spec"]["label"])
+    else:
+        for i, t in enumerate(tasks):
+            results[i] = _run_one(t, checkpoint_dir)
+            if progress:
+                progress(i + 1, len(tasks), t["spec"]["label"])
+    rng = np.random.default_rng(np.random.SeedSequence(
+        [int(x) for x in (cfg["seed"] if isinstance(cfg["seed"], list) else [cfg["seed"]])]
+        + [99]))
+    out = {"config": cfg, "models": {}, "flags": [], "task_results": list(zip(tasks, results))}
+    n_obs = len(ttv_data)
+    for model in sorted(cfg["models"]):
+        mres = [(t, r) for t, r in zip(tasks, results) if t["model"] == model]
+        if cfg["sampler"] == "emcee":
+            samples = np.concatenate([r.posterior(rng) for _, r in mres])
+            names = mres[0][1].param_names
+            logz = (float("nan"), float("nan"))
+            bin_rows = []
+        elif model == 0:
+            merged = merge_bin_runs([r for _, r in mres])
+            samples = merged.posterior(rng, n=int(cfg["n_posterior_samples"]))
+            names = merged.param_names
+            logz = merged.log_evidence
+            bin_rows = []
+        else:
+            blist = [{"index": b.index, "period_min": b.period_min, "period_max": b.period_max,
+                      "prior_mass": b.prior_mass(cfg["perturber_period_prior"],
+                                                 *map(float, cfg["perturber_period"]))}
+                     for b in bins]
+            by_bin = {}
+            for t, r in mres:
+                by_bin.setdefault(t["bin"].index, []).append(r)
+            comb = combine_bins(blist, by_bin, rng, n_samples=int(cfg["n_posterior_samples"]))
+            samples, names = comb.samples, list(comb.param_names)
+            logz = (comb.log_z, comb.log_z_err)
+            bin_rows = [dict(s.to_dict(), resonance=b.resonance, side=b.side)
+                        for s, b in zip(comb.bins, bins)]
+        best_logl, best = -np.inf, None
+        for _, r in mres:
+            key = "logl" if r.kind == "ttv-nested" else "log_like"
+            arr = r.arrays[key].ravel()
+            k = int(np.argmax(arr))
+            if arr[k] > best_logl:
+                best_logl = float(arr[k])
+                best = (r.arrays["samples"][k] if r.kind == "ttv-nested"
+                        else r.arrays["chain"].reshape(-1, len(r.param_names))[k])
+        full, full_names = _derived(samples, names)
+        sig = np.concatenate([np.asarray(v, float) for v in
+                              ttv_data.groupby("planet", sort=False)["sigma"].agg(list)])
+        chi2_best = -2.0 * best_logl - float(np.sum(np.log(2 * np.pi * sig ** 2)))
+        if chi2_best / max(n_obs, 1) > 10.0:
+            out["flags"].append(f"model {model}: best fit has chi2/N = {chi2_best / n_obs:.1f}; "
+                                f"the prior may exclude the data or errors are underestimated")
+        out["models"][model] = {
+            "log_evidence": float(logz[0]), "log_evidence_err": float(logz[1]),
+            "posterior_samples": pd.DataFrame(full, columns=full_names),
+            "best_fit": dict(zip(names, map(float, best))), "best_log_likelihood": best_logl,
+            "chi2_best": chi2_best, "credible_intervals": _intervals(full, full_names),
+            "bins": bin_rows}
+    main = out["models"][max(out["models"])]
+    out.update({k: main[k] for k in ("log_evidence", "log_evidence_err", "posterior_samples",
+                                     "best_fit", "credible_intervals")})
+    out["bin_evidences"] = main["bins"]
+    if 0 in out["models"] and 1 in out["models"] and cfg["sampler"] == "dynesty":
+        lnb = out["models"][1]["log_evidence"] - out["models"][0]["log_evidence"]
+        out["model_comparison"] = {
+            "log_evidence": {str(m): out["models"][m]["log_evidence"] for m in out["models"]},
+            "ln_bayes_factor_1_vs_0": lnb, "preferred_n_perturbers": 1 if lnb > 0 else 0}
+    return out
+
+
+def summary_dict(result: dict) -> dict:
+    """JSON-serialisable summary of a run_ttv_inference result."""
+    models = {}
+    for m, v in result["models"].items():
+        models[str(m)] = {k: v[k] for k in ("log_evidence", "log_evidence_err", "best_fit",
+                                             "best_log_likelihood", "chi2_best",
+                                             "credible_intervals", "bins")}
+        models[str(m)]["n_samples"] = len(v["posterior_samples"])
+    cfg = {k: v for k, v in result["config"].items() if k != "warm_start"}
+    return {"format": "openastro.ttv-summary", "version": 1, "config": cfg, "models": models,
+            "model_comparison": result.get("model_comparison"), "flags": result["flags"]}
+
+
+def _atomic_text(path, text):
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=directory)
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def write_summary_json(result: dict, path) -> None:
+    _atomic_text(path, json.dumps(summary_dict(result), indent=2, sort_keys=True, default=float))
+
+
+def write_summary_csv(result: dict, path) -> None:
+    """One row per (model, parameter): median and 68/95% intervals."""
+    import io
+
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(["model", "parameter", "median", "lo68", "hi68", "lo95", "hi95", "best_fit"])
+    for m, v in result["models"].items():
+        for name, ci in v["credible_intervals"].items():
+            w.writerow([m, name, ci["median"], *ci["68"], *ci["95"], v["best_fit"].get(name, "")])
+    _atomic_text(path, buf.getvalue())
+
+
+def write_corner_png(result: dict, path, params=None, model=None) -> None:
+    """A corner plot (histograms + pairwise scatter) of the posterior samples."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    m = max(result["models"]) if model is None else model
+    df = result["models"][m]["posterior_samples"]
+    cols = params or [c for c in df.columns if c.startswith("pert.") and c not in
+                      ("pert.secosw", "pert.sesinw", "pert.mass_mjup")] or list(df.columns)
+    n = len(cols)
+    fig, axes = plt.subplots(n, n, figsize=(2.2 * n, 2.2 * n), squeeze=False)
+    for i, yi in enumerate(cols):
+        for j, xj in enumerate(cols):
+            ax = axes[i, j]
+            if j > i:
+                ax.set_visible(False)
+                continue
+            if i == j:
+                ax.hist(df[xj], bins=40, histtype="step", color="k")
+                ax.set_yticks([])
+            else:
+                ax.plot(df[xj], df[yi], ",", alpha=0.3, color="k")
+            if i == n - 1:
+                ax.set_xlabel(xj, fontsize=8)
+            if j == 0 and i > 0:
+                ax.set_ylabel(yi, fontsize=8)
+            ax.tick_params(labelsize=6)
+    fig.tight_layout()
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".png",
+                               dir=os.path.dirname(os.path.abspath(path)))
+    os.close(fd)
+    try:
+        fig.savefig(tmp, dpi=80)
+        os.replace(tmp, path)
+    finally:
+        plt.close(fig)
+        if os.path.exists(tmp):
+            os.unlink(tmp)
