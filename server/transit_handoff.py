@@ -18,6 +18,7 @@ from server.context import OpenAstro
 from server.db.models import Target, TransitTime
 from server.lightcurve import lightcurve_from_db
 from server.transit_times import extract_transit_times
+from server.ttv_store import store_transit_times
 
 
 @dataclass(frozen=True)
@@ -49,15 +50,13 @@ def transit_times_from_db(app: OpenAstro, target_name: str, band: str, transit_p
     with app.db.session() as s:
         lc = lightcurve_from_db(s, target_name, band, quantity="flux", reject_sigma=None)
     times = extract_transit_times(light_curve_for_timing(lc, transit_params), transit_params)
-    ok = times[np.isfinite(times["t_obs"])]
     with app.db.session() as s:
+        # replace, not merge: a window flagged on this run must not keep an older measurement
         target = s.scalars(select(Target).where(Target.name == target_name)).one()
         s.execute(delete(TransitTime).where(TransitTime.target_id == target.id, TransitTime.planet == planet,
                                             TransitTime.source == source))
-        for row in ok.itertuples():
-            s.add(TransitTime(target_id=target.id, planet=planet, epoch=int(row.epoch), t_obs=float(row.t_obs),
-                              sigma=float(row.sigma), t_pred=float(row.t_pred), flag="ok", source=source))
-    return TransitHandoff(target_name, planet, times, len(ok), times.attrs.get("ephemeris"))
+        n_stored = store_transit_times(s, target_name, planet, times, source=source)
+    return TransitHandoff(target_name, planet, times, n_stored, times.attrs.get("ephemeris"))
 
 
 def ttv_table_from_db(app: OpenAstro, target_name: str) -> pd.DataFrame:

@@ -44,3 +44,21 @@ def test_target_without_photometry_is_a_clear_error(oa_app):
         transit_times_from_db(oa_app, "Empty", "V", PARAMS)
     with pytest.raises(ValueError, match="no stored transit times"):
         ttv_table_from_db(oa_app, "Empty")
+
+
+def test_times_from_db_command_stores_and_reports(oa_app, tmp_path):
+    import json
+
+    from click.testing import CliRunner
+
+    from server.cli import main
+
+    truth = transit_photometry(PARAMS, [2, 5, 8], np.random.default_rng(3), site=SITE, ra_deg=RA, dec_deg=DEC)
+    store_transit_photometry(oa_app, truth, target="T", site_name="La Palma", site=SITE, ra_deg=RA, dec_deg=DEC)
+    params = tmp_path / "p.json"
+    params.write_text(json.dumps(PARAMS))
+    result = CliRunner().invoke(main, ["ttv", "times-from-db", "T", "--band", "V", "--params", str(params)],
+                                env={"OPENASTRO_VAR_DIR": oa_app.settings.var_dir}, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert "3 transit times stored for T b; 0 windows flagged" in result.output
+    assert len(ttv_table_from_db(oa_app, "T")) == 3

@@ -145,3 +145,28 @@ def fit(app: OpenAstro, times_path: str, priors_path: str, out_dir, time_offset:
             cid = store_ttv_result(session, app.store, target, name, result,
                                    summary_dict(result))
         click.echo(f"stored campaign {name} (id {cid})")
+
+
+@ttv.command("times-from-db")
+@click.argument("target")
+@click.option("--band", required=True, help="Band of the target's photometry, e.g. V.")
+@click.option("--params", "params_path", required=True, type=click.Path(exists=True, dir_okay=False),
+              help="Transit parameters (JSON or TOML): period, t0 (BJD_TDB), rp_rs, a_rs, inc or b, u.")
+@click.option("--planet", default="b", show_default=True)
+@click.pass_obj
+def times_from_db(app: OpenAstro, target: str, band: str, params_path: str, planet: str) -> None:
+    """Mid-transit times of TARGET from its photometry in the database, stored for TTV campaigns.
+
+    The light curve (BJD_TDB, relative flux) is assembled from the calibrated and archival photometry, normalised
+    out of transit, and fitted per transit; re-running replaces the stored times."""
+    from server.transit_handoff import transit_times_from_db
+
+    app.db.require_current_schema()
+    try:
+        result = transit_times_from_db(app, target, band, _read_config(params_path), planet=planet)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+    flagged = result.times[result.times["flag"] != "ok"]
+    click.echo(f"{result.n_stored} transit times stored for {target} {planet}; {len(flagged)} windows flagged")
+    for row in flagged.itertuples():
+        click.echo(f"  epoch {row.epoch}: {row.flag}")
