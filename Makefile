@@ -4,6 +4,7 @@ export OMP_NUM_THREADS ?= 1
 export OPENBLAS_NUM_THREADS ?= 1
 export MKL_NUM_THREADS ?= 1
 PYTEST_ARGS ?=
+BENCH ?=
 
 .PHONY: setup demo test bench clean
 
@@ -18,7 +19,7 @@ test: setup
 	OPENASTRO_TEST_MYSQL_URL=$$url .venv/bin/python -m pytest $(PYTEST_ARGS)
 
 bench: setup
-	.venv/bin/python -m benchmarks
+	.venv/bin/python -m benchmarks $(BENCH)
 
 clean:
 	rm -rf var build dist *.egg-info

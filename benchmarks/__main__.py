@@ -1,0 +1,48 @@
+"""Run the benchmarks: `python -m benchmarks` lists them, `python -m benchmarks NAME... | all` runs them.
+
+Each benchmark runs our code beside its anchor on the same data in the same run and prints the ratio; absolute
+times on a shared 2-core machine are noisy, ratios are what to compare. `all` uses each one's default sizes
+(the 4k reprojection and co-add runs take minutes; bench_app needs a frozen build: --app DIST).
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+BENCHMARKS = {
+    "ttv": "likelihood calls/s vs plain ttvfast; local TTV campaign wall time",
+    "lombscargle": "periodogram, bootstrap FAP and batch vs astropy LombScargle",
+    "solve": "plate-solve time per frame; sep vs photutils extraction",
+    "reproject": "4k reprojection vs reproject_interp and SWarp (time, peak memory)",
+    "coadd": "co-addition of N 4k frames vs chunked astropy sigma_clip",
+    "ingest": "ingest throughput vs a plain file copy",
+    "boinc": "work units generated per second; assimilation time per 100 results",
+    "app": "frozen app size, start-up time, peak memory per task kind (needs --app)",
+}
+
+
+def main(argv: list[str]) -> int:
+    if not argv:
+        print(__doc__)
+        for name, what in BENCHMARKS.items():
+            print(f"  {name:<12} python -m benchmarks.bench_{name}   {what}")
+        return 0
+    names = list(BENCHMARKS) if argv == ["all"] else argv
+    unknown = [n for n in names if n not in BENCHMARKS]
+    if unknown:
+        print(f"unknown benchmark(s) {unknown}; known: {', '.join(BENCHMARKS)}", file=sys.stderr)
+        return 2
+    for name in names:
+        if name == "app":
+            print("== app: run `python -m benchmarks.bench_app --app DIST/openastro_app --zip` on a build")
+            continue
+        print(f"== {name}: {BENCHMARKS[name]}", flush=True)
+        module = importlib.import_module(f"benchmarks.bench_{name}")
+        sys.argv = [f"bench_{name}"]
+        module.main()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
