@@ -25,6 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any, Mapping
 
+from app.atomic import atomic_write_bytes
+
 WU_FORMAT = "openastro.wu"
 WU_VERSION = 1
 RESULT_FORMAT = "openastro.result"
@@ -172,23 +174,8 @@ def encode_result(meta: Mapping[str, Any], arrays: Mapping[str, Any]) -> bytes:
     return buffer.getvalue()
 
 
-def write_bytes_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temp file in the same directory and os.replace."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
 def write_result(path: Path, meta: Mapping[str, Any], arrays: Mapping[str, Any]) -> None:
-    write_bytes_atomic(path, encode_result(meta, arrays))
+    atomic_write_bytes(path, encode_result(meta, arrays))
 
 
 def read_result(source) -> ResultEnvelope:

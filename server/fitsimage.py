@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import os
 import re
-import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from app.atomic import atomic_open
 
 DEFAULT_MAX_BYTES = 4 * 1024**3  # 4 GiB of decoded pixels: larger than any amateur frame
 
@@ -165,18 +166,5 @@ def write_fits_atomic(path: str | os.PathLike, data: np.ndarray, header) -> None
     """Write a primary-HDU FITS file via a temp file in the same directory and os.replace."""
     from astropy.io import fits
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fits.PrimaryHDU(data=data, header=header).writeto(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+    with atomic_open(path) as fh:
+        fits.PrimaryHDU(data=data, header=header).writeto(fh)

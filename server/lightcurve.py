@@ -41,11 +41,12 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
+
+from app.atomic import atomic_path
 import pandas as pd
 
 from server.timeconv import SiteLocation, utc_to_bjd_tdb
@@ -469,19 +470,9 @@ def lightcurve_from_db(session, target_name: str, band: str, **kwargs) -> Assemb
 
 
 def _atomic_write(path, write) -> str:
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    suffix = os.path.splitext(path)[1]
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=suffix, dir=directory)
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+    return os.fspath(path)
 
 
 def _value_columns(lc: AssembledLightCurve):

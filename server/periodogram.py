@@ -58,11 +58,12 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 from dataclasses import dataclass, field
 from typing import Literal, Sequence
 
 import numpy as np
+
+from app.atomic import atomic_open
 from scipy import optimize
 from scipy.special import gammaln
 
@@ -602,15 +603,6 @@ def plot_phase_folded(times, fluxes, errors, result: PeriodogramResult, path, *,
     ax.legend(loc="best", fontsize=8)
     fig.tight_layout()
 
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".png", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fig.savefig(fh, format="png")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+    with atomic_open(path) as fh:
+        fig.savefig(fh, format="png")
+    return os.fspath(path)

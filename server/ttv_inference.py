@@ -14,11 +14,11 @@ import json
 import math
 import multiprocessing
 import os
-import tempfile
 
 import numpy as np
 import pandas as pd
 
+from app.atomic import atomic_open, atomic_write_text
 from app.ttv.bins import PeriodBin, period_bins
 from app.ttv.combine import combine_bins, merge_bin_runs
 from app.ttv.task import run_ttv_task
@@ -378,16 +378,7 @@ def summary_dict(result: dict) -> dict:
 
 
 def _atomic_text(path, text):
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=directory)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic_write_text(path, text)
 
 
 def write_summary_json(result: dict, path) -> None:
@@ -437,13 +428,8 @@ def write_corner_png(result: dict, path, params=None, model=None) -> None:
                 ax.set_ylabel(yi, fontsize=8)
             ax.tick_params(labelsize=6)
     fig.tight_layout()
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".png",
-                               dir=os.path.dirname(os.path.abspath(path)))
-    os.close(fd)
     try:
-        fig.savefig(tmp, dpi=80)
-        os.replace(tmp, path)
+        with atomic_open(path) as fh:
+            fig.savefig(fh, format="png", dpi=80)
     finally:
         plt.close(fig)
-        if os.path.exists(tmp):
-            os.unlink(tmp)

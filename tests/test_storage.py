@@ -142,3 +142,16 @@ def test_full_disk_is_a_clear_error_and_leaves_nothing(tmp_path, monkeypatch):
     monkeypatch.undo()
     assert list(store.keys()) == []
     assert not list((store.root / "tmp").iterdir())
+
+
+def test_failed_atomic_write_keeps_the_old_file_and_leaves_no_temp(tmp_path):
+    from app.atomic import atomic_open
+
+    target = tmp_path / "summary.json"
+    target.write_text("old")
+    with pytest.raises(RuntimeError, match="disk trouble"):
+        with atomic_open(target, "w") as fh:
+            fh.write("half of the new cont")
+            raise RuntimeError("disk trouble")
+    assert target.read_text() == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["summary.json"]

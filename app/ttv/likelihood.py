@@ -127,8 +127,8 @@ class TTVLikelihood:
         fractions = (10, 15, 20, 30, 40, 60, 80)
         ref = self._make_model(p_min / 320).transit_times(theta)
         if ref is None:
-            self.dt_note = (f"dt not checked: the prior centre does not produce every observed "
-                            f"transit; using P_min/40")
+            self.dt_note = ("dt not checked: the prior centre does not produce every observed "
+                            "transit; using P_min/40")
             return p_min / 40
         ref = np.concatenate(ref)
         ep = np.concatenate([o.epochs for o in self._obs_planets]).astype(float)

@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import zipfile
 from dataclasses import dataclass, field
 
 import numpy as np
+
+from ..atomic import atomic_open
 
 FORMAT = "openastro.ttv-result"
 VERSION = 1
@@ -97,19 +98,8 @@ def make_result(kind: str, meta: dict, arrays: dict) -> TTVRunResult:
 
 def save_result(path: str | os.PathLike, result: TTVRunResult) -> None:
     """Write ``result`` atomically (temp file in the same directory, fsync, os.replace)."""
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".ttvres-", suffix=".npz", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            np.savez(fh, meta=np.array(json.dumps(result.meta, sort_keys=True)), **result.arrays)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_open(path) as fh:
+        np.savez(fh, meta=np.array(json.dumps(result.meta, sort_keys=True)), **result.arrays)
 
 
 def load_result(path: str | os.PathLike) -> TTVRunResult:

@@ -25,11 +25,12 @@ import json
 import math
 import os
 import pickle
-import tempfile
 import time
 from dataclasses import dataclass
 
 import numpy as np
+
+from ..atomic import atomic_open
 
 from .results import TTVRunResult, make_result
 
@@ -44,21 +45,6 @@ class SamplerOutcome:
     status: str
     result: TTVRunResult | None
     ncall: int
-
-
-def _atomic_write(path: str, write) -> None:
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".ckpt-", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            write(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def run_fingerprint(loglike, prior, seed, options: dict) -> str:
@@ -139,7 +125,8 @@ class DynestyStrategy:
         state = {"format": CHECKPOINT_FORMAT, "format_version": CHECKPOINT_VERSION,
                  "kind": "dynesty", "dynesty_version": dynesty.__version__,
                  "fingerprint": fingerprint, "sampler": sampler}
-        _atomic_write(path, lambda fh: pickle.dump(state, fh, protocol=pickle.HIGHEST_PROTOCOL))
+        with atomic_open(path) as fh:
+            pickle.dump(state, fh, protocol=pickle.HIGHEST_PROTOCOL)
 
     def _restore(self, path, fingerprint):
         import dynesty
@@ -261,10 +248,10 @@ class EmceeStrategy:
         meta = {"format": CHECKPOINT_FORMAT, "format_version": CHECKPOINT_VERSION,
                 "kind": "emcee", "fingerprint": fingerprint, "n_done": int(n_done)}
         _, key, pos, has_gauss, gauss = random_state
-        _atomic_write(path, lambda fh: np.savez(
-            fh, meta=np.array(json.dumps(meta)), chain_u=chain_u[:n_done],
-            log_prob=log_prob[:n_done], rs_key=np.asarray(key, dtype=np.uint32),
-            rs_pos=np.int64(pos), rs_has_gauss=np.int64(has_gauss), rs_gauss=np.float64(gauss)))
+        with atomic_open(path) as fh:
+            np.savez(fh, meta=np.array(json.dumps(meta)), chain_u=chain_u[:n_done],
+                     log_prob=log_prob[:n_done], rs_key=np.asarray(key, dtype=np.uint32),
+                     rs_pos=np.int64(pos), rs_has_gauss=np.int64(has_gauss), rs_gauss=np.float64(gauss))
 
     def run(self, loglike, prior, seed, checkpoint_path=None, *, checkpoint_every_s=60.0,
             on_progress=None, should_stop=None, meta=None) -> SamplerOutcome:

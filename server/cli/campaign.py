@@ -48,7 +48,7 @@ def campaign() -> None:
 def launch(app: OpenAstro, times, priors_path, bins, replicas, sampler, nlive, executor, name, seed, no_run,
            app_command) -> None:
     """Launch a TTV campaign on transit times TIMES (CSV: epoch, time, sigma [, planet])."""
-    from server.campaigns import CampaignError, create_campaign, run_campaign, ttv_campaign_config
+    from server.campaigns import CampaignError, create_campaign, ttv_campaign_config
     from server.transit_times import load_transit_time_table
 
     prior_config = _read_config(priors_path)

@@ -8,6 +8,8 @@ import tomllib
 
 import click
 
+from app.atomic import atomic_path
+
 from server.context import OpenAstro
 
 
@@ -53,9 +55,8 @@ def times(app: OpenAstro, lightcurve: str, params_path: str, out, target, planet
         directory = app.var_dir / "results"
         directory.mkdir(parents=True, exist_ok=True)
         out = directory / (os.path.splitext(os.path.basename(lightcurve))[0] + "_times.csv")
-    tmp = f"{out}.tmp"
-    table.assign(planet=planet).to_csv(tmp, index=False)
-    os.replace(tmp, out)
+    with atomic_path(out) as tmp:
+        table.assign(planet=planet).to_csv(tmp, index=False)
     ok = table["flag"] == "ok"
     click.echo(f"{int(ok.sum())} transit times, {int((~ok).sum())} flagged windows -> {out}")
     for flag, n in table.loc[~ok, "flag"].value_counts().items():
@@ -120,9 +121,8 @@ def fit(app: OpenAstro, times_path: str, priors_path: str, out_dir, time_offset:
             raise click.ClickException(str(exc)) from None
     write_summary_json(result, os.path.join(out_dir, "summary.json"))
     write_summary_csv(result, os.path.join(out_dir, "summary.csv"))
-    tmp = os.path.join(out_dir, ".samples.csv.tmp")
-    result["posterior_samples"].to_csv(tmp, index=False)
-    os.replace(tmp, os.path.join(out_dir, "samples.csv"))
+    with atomic_path(os.path.join(out_dir, "samples.csv")) as tmp:
+        result["posterior_samples"].to_csv(tmp, index=False)
     write_corner_png(result, os.path.join(out_dir, "corner.png"))
     for row in result["bin_evidences"]:
         click.echo(f"bin {row['index']} [{row['period_min']:.3f}, {row['period_max']:.3f}] d: "
