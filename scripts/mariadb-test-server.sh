@@ -3,13 +3,18 @@
 # already answering, and create the test database and user. Prints the SQLAlchemy URL on its last line.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PORT=${OPENASTRO_TEST_MYSQL_PORT:-3307}
 DATADIR=$(pwd)/var/mariadb-test
 SOCK=$DATADIR/mysqld.sock
-URL="mysql+mysqldb://openastro:openastro@127.0.0.1:${PORT}/openastro_test"
 
-if ! mariadb-admin --protocol=socket --socket="$SOCK" -uroot ping >/dev/null 2>&1; then
+port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+if mariadb-admin --protocol=socket --socket="$SOCK" -uroot ping >/dev/null 2>&1; then
+  PORT=$(cat "$DATADIR/port")  # our server from an earlier run: reuse it
+else
+  PORT=${OPENASTRO_TEST_MYSQL_PORT:-3307}
+  while ! port_free "$PORT"; do PORT=$((PORT + 1)); done  # another server holds it: take the next free port
   mkdir -p "$DATADIR"
+  echo "$PORT" > "$DATADIR/port"
   RUNAS=$(id -un)
   if [ "$(id -u)" -eq 0 ]; then RUNAS=mysql; chown -R mysql:mysql "$DATADIR"; fi
   if [ ! -d "$DATADIR/mysql" ]; then
@@ -27,6 +32,7 @@ if ! mariadb-admin --protocol=socket --socket="$SOCK" -uroot ping >/dev/null 2>&
   mariadb-admin --protocol=socket --socket="$SOCK" -uroot ping >/dev/null 2>&1 || {
     echo "mariadb: the server did not start; see $DATADIR/error.log" >&2; tail -20 "$DATADIR/error.log" >&2; exit 1; }
 fi
+URL="mysql+mysqldb://openastro:openastro@127.0.0.1:${PORT}/openastro_test"
 mariadb --protocol=socket --socket="$SOCK" -uroot <<SQL
 CREATE DATABASE IF NOT EXISTS openastro_test CHARACTER SET utf8mb4;
 CREATE USER IF NOT EXISTS 'openastro'@'127.0.0.1' IDENTIFIED BY 'openastro';
