@@ -79,6 +79,7 @@ def variable_mag(m0: float, t_days: float) -> float:
 
 def step_image_front(app: OpenAstro, work: Path, n_frames: int, size: int, echo: Echo, rng) -> dict:
     from astropy.time import Time
+    from sqlalchemy import select
 
     from server.catalogs import DataFrameCatalog
     from server.db.models import Calibration, Target
@@ -99,8 +100,6 @@ def step_image_front(app: OpenAstro, work: Path, n_frames: int, size: int, echo:
     except ValueError:
         site = create_site(app.db, "Demo Observatory", latitude_deg=28.76, longitude_deg=-17.88, height_m=2300.0)
     with app.db.session() as s:
-        from sqlalchemy import select
-
         target = s.scalars(select(Target).where(Target.name == "V* Demo Ori")).one_or_none()
         if target is None:
             s.add(Target(name="V* Demo Ori", ra_deg=star_ra, dec_deg=star_dec, kind="variable"))
@@ -125,8 +124,6 @@ def step_image_front(app: OpenAstro, work: Path, n_frames: int, size: int, echo:
     outcomes = run_pipeline(app, obs_ids)
     failed = [o for o in outcomes if o.status == "failed"]
     with app.db.session() as s:
-        from sqlalchemy import select
-
         zps = [c.zero_point for c in s.scalars(select(Calibration))]
     echo(f"    solve + calibrate: {len(obs_ids) - len(failed)}/{len(obs_ids)} frames in "
          f"{time.monotonic() - t0:.1f} s; zero point {np.median(zps):.3f} (injected {spec0.zero_point:.3f}), "

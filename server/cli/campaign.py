@@ -4,22 +4,11 @@ from __future__ import annotations
 
 import json
 import time
-import tomllib
-from pathlib import Path
 
 import click
 
+from server.configfile import read_config_file
 from server.context import OpenAstro
-
-
-def _read_config(path: str) -> dict:
-    raw = Path(path).read_bytes()
-    try:
-        if path.endswith(".toml"):
-            return tomllib.loads(raw.decode("utf-8"))
-        return json.loads(raw)
-    except (tomllib.TOMLDecodeError, json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise click.ClickException(f"{path} is not valid {'TOML' if path.endswith('.toml') else 'JSON'}: {exc}")
 
 
 @click.group()
@@ -51,7 +40,10 @@ def launch(app: OpenAstro, times, priors_path, bins, replicas, sampler, nlive, e
     from server.campaigns import CampaignError, create_campaign, ttv_campaign_config
     from server.transit_times import load_transit_time_table
 
-    prior_config = _read_config(priors_path)
+    try:
+        prior_config = read_config_file(priors_path)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
     if sampler:
         prior_config["sampler"] = sampler
     if nlive:

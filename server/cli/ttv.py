@@ -2,27 +2,14 @@
 from __future__ import annotations
 
 import datetime as dt
-import json
 import os
-import tomllib
 
 import click
 
 from app.atomic import atomic_path
 
+from server.configfile import read_config_file
 from server.context import OpenAstro
-
-
-def _read_config(path: str) -> dict:
-    """A TOML (.toml) or JSON file as a dict; ValueError with the file name otherwise."""
-    try:
-        with open(path, "rb") as fh:
-            if path.endswith(".toml"):
-                return tomllib.load(fh)
-            return json.load(fh)
-    except (tomllib.TOMLDecodeError, json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ValueError(f"{path}: not valid {'TOML' if path.endswith('.toml') else 'JSON'} "
-                         f"({exc})") from None
 
 
 @click.group()
@@ -46,7 +33,7 @@ def times(app: OpenAstro, lightcurve: str, params_path: str, out, target, planet
     from server.transit_times import extract_transit_times
 
     try:
-        params = _read_config(params_path)
+        params = read_config_file(params_path)
         lc = pd.read_csv(lightcurve)
         table = extract_transit_times(lc, params)
     except ValueError as exc:
@@ -96,7 +83,7 @@ def fit(app: OpenAstro, times_path: str, priors_path: str, out_dir, time_offset:
                                       write_corner_png, write_summary_csv, write_summary_json)
 
     try:
-        cfg = _read_config(priors_path)
+        cfg = read_config_file(priors_path)
         cfg.setdefault("ncores", app.settings.ncores)
         data = load_transit_time_table(times_path, time_offset=time_offset, sigma_unit=sigma_unit)
         _, tasks, bins = plan_tasks(data, cfg)
@@ -163,7 +150,7 @@ def times_from_db(app: OpenAstro, target: str, band: str, params_path: str, plan
 
     app.db.require_current_schema()
     try:
-        result = transit_times_from_db(app, target, band, _read_config(params_path), planet=planet)
+        result = transit_times_from_db(app, target, band, read_config_file(params_path), planet=planet)
     except ValueError as exc:
         raise click.ClickException(str(exc)) from None
     flagged = result.times[result.times["flag"] != "ok"]
