@@ -15,7 +15,7 @@ demo: setup
 	.venv/bin/openastro demo
 
 test: setup
-	@url=$$(bash scripts/mariadb-test-server.sh | tail -n1) && \
+	@url=$$(bash scripts/mariadb-test-server.sh) && url=$$(printf '%s\n' "$$url" | tail -n1) && \
 	OPENASTRO_TEST_MYSQL_URL=$$url .venv/bin/python -m pytest $(PYTEST_ARGS)
 
 bench: setup
