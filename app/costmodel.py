@@ -31,7 +31,11 @@ TTV_CALL_BASE_S = 2.0e-4        # TTV likelihood call: fixed part
 TTV_CALL_PER_PLANET_STEP_S = 3.2e-7  # ... plus this per integration step per planet
 DYNESTY_OVERHEAD_PER_CALL_S = 1.6e-4  # dynesty rwalk bookkeeping per likelihood call
 EMCEE_OVERHEAD_PER_CALL_S = 4.0e-4    # emcee stretch move bookkeeping per call (16 walkers)
-DYNESTY_CALLS_PER_ITERATION = 20.8    # rwalk, ndim=3 (dynesty's default walk length)
+DYNESTY_CALLS_PER_WALK = 0.9         # rwalk: calls per iteration / walk length (default
+#                                       ndim + 20); 0.82-0.93 at ndim 3-10, 20.8 calls at ndim 3
+#                                       in a TTV run (the first iterations sample the cube: 1 call)
+DYNESTY_CALLS_PER_SLICE = 4.6         # rslice: calls per iteration / slices (default ndim + 3);
+#                                       4.1-4.7 at ndim 3-10
 DYNESTY_EXTRA_ITERATIONS_PER_LIVE = 2.9  # niter / nlive = information (nats) + this
 TTV_NESTED_EXTRA_RSS_BYTES = 15e6  # dynesty imported + saved run (nested peak 94 MB measured)
 TTV_EMCEE_EXTRA_RSS_BYTES = 45e6   # emcee + scipy.optimize (emcee peak 124 MB measured)
@@ -67,12 +71,26 @@ def ttv_call_seconds(planet_steps: float) -> float:
     return TTV_CALL_BASE_S + TTV_CALL_PER_PLANET_STEP_S * _positive("planet_steps", planet_steps)
 
 
+def dynesty_calls_per_iteration(ndim: int, sample: str = "rwalk", walks: int | None = None,
+                                slices: int | None = None) -> float:
+    """Likelihood calls per dynesty iteration: proportional to the walk length (rwalk) or the
+    number of slices (rslice), whose dynesty defaults grow with ``ndim``."""
+    ndim_i = int(_positive("ndim", ndim))
+    if sample == "rwalk":
+        return DYNESTY_CALLS_PER_WALK * (walks or ndim_i + 20)
+    if sample == "rslice":
+        return DYNESTY_CALLS_PER_SLICE * (slices or ndim_i + 3)
+    raise ValueError(f"no cost model for dynesty sample {sample!r} (rwalk or rslice)")
+
+
 def estimate_ttv_nested(*, nlive: int, ndim: int, planet_steps: float,
-                        information_nats: float = DEFAULT_INFORMATION_NATS) -> CostEstimate:
-    """dynesty static run: niter ~ nlive x (H + 2.9), ~20.8 calls per iteration (rwalk)."""
+                        information_nats: float = DEFAULT_INFORMATION_NATS,
+                        sample: str = "rwalk", walks: int | None = None,
+                        slices: int | None = None) -> CostEstimate:
+    """dynesty static run: niter ~ nlive x (H + 2.9) iterations x calls per iteration."""
     nlive_f, ndim_f = _positive("nlive", nlive), _positive("ndim", ndim)
     niter = nlive_f * (_positive("information_nats", information_nats) + DYNESTY_EXTRA_ITERATIONS_PER_LIVE)
-    ncall = niter * DYNESTY_CALLS_PER_ITERATION
+    ncall = niter * dynesty_calls_per_iteration(ndim, sample, walks, slices)
     seconds = APP_START_S + ncall * (ttv_call_seconds(planet_steps) + DYNESTY_OVERHEAD_PER_CALL_S)
     samples = niter + nlive_f
     run_bytes = samples * (2 * ndim_f + 10) * 8.0          # saved run arrays
@@ -145,7 +163,9 @@ def estimate(kind: str, params: Mapping[str, Any]) -> CostEstimate:
         ndim = max(1, _free_dims(like["prior"]))
         sampler = params["sampler"]
         if kind == "ttv-nested":
-            return estimate_ttv_nested(nlive=sampler.get("nlive", 100), ndim=ndim, planet_steps=steps)
+            return estimate_ttv_nested(nlive=sampler.get("nlive", 100), ndim=ndim, planet_steps=steps,
+                                       sample=sampler.get("sample", "rwalk"), walks=sampler.get("walks"),
+                                       slices=sampler.get("slices"))
         return estimate_ttv_emcee(nwalkers=sampler.get("nwalkers", 32), nsteps=sampler.get("nsteps", 2000),
                                   ndim=ndim, planet_steps=steps,
                                   warm_start=sampler.get("init_samples") is not None)

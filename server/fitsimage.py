@@ -7,6 +7,7 @@ are found and checked through their ZNAXISn keywords.
 """
 from __future__ import annotations
 
+import math
 import os
 import re
 import warnings
@@ -51,97 +52,33 @@ class ImageInfo:
     nbytes: int
 
 
-def _fits_magic(path: Path) -> None:
+def inspect_image(path: str | os.PathLike, *, max_bytes: int = DEFAULT_MAX_BYTES) -> ImageInfo:
+    """Find the first 2-D image HDU and validate its size against the header and the file.
+
+    The headers are walked by :func:`server.ingest.fitsmeta.scan_fits_structure` (the one
+    structural FITS scanner: our own card parser, no astropy), so an absurd NAXIS is refused
+    and a truncated file detected before astropy (or anyone) allocates or reads pixels.
+    Errors are ``ValueError`` naming the file and the reason.
+    """
+    from server.ingest.fitsmeta import FitsError, scan_fits_structure, science_hdu
+
+    path = Path(path)
     try:
-        with open(path, "rb") as fh:
-            head = fh.read(30)
+        structure = scan_fits_structure(path, max_data_bytes=max_bytes)
+        layout = science_hdu(structure)
     except FileNotFoundError:
         raise ValueError(f"{path}: no such file") from None
     except IsADirectoryError:
         raise ValueError(f"{path}: is a directory, not a FITS file") from None
-    if not head.startswith(b"SIMPLE  =") or head[29:30] != b"T":
-        raise ValueError(f"{path}: not a FITS file (starts with {head[:16]!r})")
-
-
-def _dims(hdr, prefix: str, path, index: int) -> list[int]:
-    naxis = hdr.get(f"{prefix}NAXIS", 0)
-    if not isinstance(naxis, (int, np.integer)) or not 0 <= naxis <= 999:
-        raise ValueError(f"{path}: HDU {index} has invalid {prefix}NAXIS = {naxis!r}")
-    dims = []
-    for i in range(1, int(naxis) + 1):
-        v = hdr.get(f"{prefix}NAXIS{i}")
-        if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < 0:
-            raise ValueError(f"{path}: HDU {index} has invalid {prefix}NAXIS{i} = {v!r}")
-        dims.append(int(v))
-    return dims
-
-
-def _bitpix(hdr, key: str, path, index: int) -> int:
-    bitpix = hdr.get(key)
-    if bitpix not in (8, 16, 32, 64, -32, -64):
-        raise ValueError(f"{path}: HDU {index} has invalid {key} = {bitpix!r}")
-    return int(bitpix)
-
-
-def inspect_image(path: str | os.PathLike, *, max_bytes: int = DEFAULT_MAX_BYTES) -> ImageInfo:
-    """Find the first 2-D image HDU and validate its size against the header and the file.
-
-    Headers are parsed one by one from our own file handle and every data size is computed
-    from the keywords, so an absurd NAXIS is refused and a truncated file detected before
-    astropy (or anyone) allocates or reads pixels.
-    """
-    from astropy.io import fits
-
-    path = Path(path)
-    _fits_magic(path)
-    file_size = path.stat().st_size
-    offset, index = 0, 0
-    with open(path, "rb") as fh:
-        while offset < file_size:
-            fh.seek(offset)
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # non-standard cards are not our concern here
-                try:
-                    hdr = fits.Header.fromfile(fh, endcard=True, padding=True)
-                except (OSError, ValueError, EOFError) as exc:
-                    if index == 0:
-                        raise ValueError(f"{path}: unreadable FITS header ({exc})") from None
-                    break  # trailing bytes after the last HDU
-            data_start = fh.tell()
-            dims = _dims(hdr, "", path, index)
-            bitpix = _bitpix(hdr, "BITPIX", path, index)
-            pcount, gcount = hdr.get("PCOUNT", 0), hdr.get("GCOUNT", 1)
-            if not isinstance(pcount, (int, np.integer)) or not isinstance(gcount, (int, np.integer)) \
-                    or pcount < 0 or gcount < 0:
-                raise ValueError(f"{path}: HDU {index} has invalid PCOUNT/GCOUNT = {pcount!r}/{gcount!r}")
-            npix = int(np.prod(dims, dtype=object)) if dims else 0
-            data_bytes = abs(bitpix) // 8 * int(gcount) * (int(pcount) + npix) if dims else 0
-            xt = str(hdr.get("XTENSION", "")).strip().upper()
-            compressed = xt == "BINTABLE" and bool(hdr.get("ZIMAGE", False))
-            if compressed:
-                img_dims = _dims(hdr, "Z", path, index)
-                img_bitpix = _bitpix(hdr, "ZBITPIX", path, index)
-            else:
-                img_dims, img_bitpix = dims, bitpix
-            is_image = (index == 0 or xt == "IMAGE" or compressed) and len(img_dims) >= 2
-            if is_image:
-                img_pix = int(np.prod(img_dims, dtype=object))
-                nbytes = img_pix * abs(img_bitpix) // 8
-                if nbytes > max_bytes:
-                    raise ValueError(f"{path}: header declares {'x'.join(map(str, img_dims))} pixels of BITPIX "
-                                     f"{img_bitpix} = {nbytes} bytes, above the limit of {max_bytes}")
-            if data_start + data_bytes > file_size:
-                raise ValueError(f"{path}: truncated, HDU {index} data needs {data_start + data_bytes} bytes, "
-                                 f"file has {file_size}")
-            if is_image:
-                if img_pix == 0:
-                    raise ValueError(f"{path}: HDU {index} has an empty image {img_dims}")
-                if any(d > 1 for d in img_dims[2:]):
-                    raise ValueError(f"{path}: HDU {index} is a {len(img_dims)}-D cube {img_dims}, expected 2-D")
-                return ImageInfo(index, (img_dims[1], img_dims[0]), img_bitpix, compressed, nbytes)
-            offset = data_start + -(-data_bytes // 2880) * 2880
-            index += 1
-    raise ValueError(f"{path}: no 2-D image in the file")
+    except FitsError as exc:
+        raise ValueError(f"{path}: {exc}") from None
+    dims = layout.image_shape
+    if any(d > 1 for d in dims[2:]):
+        raise ValueError(f"{path}: HDU {layout.index} is a {len(dims)}-D cube {list(dims)}, "
+                         f"expected 2-D")
+    nbytes = math.prod(dims) * abs(layout.image_bitpix) // 8
+    return ImageInfo(layout.index, (dims[1], dims[0]), layout.image_bitpix,
+                     layout.kind == "compressed-image", nbytes)
 
 
 def open_image(path: str | os.PathLike, *, max_bytes: int = DEFAULT_MAX_BYTES):

@@ -86,3 +86,15 @@ def test_tile_estimate_uses_the_cutout_shape_when_given():
     assert given == cm.estimate_reproject_tile(tile_pixels=512 * 512, cutout_pixels=600 * 700)
     with pytest.raises(ValueError, match="no cost model"):
         cm.estimate("other", {})
+
+
+def test_nested_calls_per_iteration_follow_the_walk_length_and_slices():
+    # dynesty's defaults: rwalk walks = ndim + 20, rslice slices = ndim + 3
+    assert cm.dynesty_calls_per_iteration(7) == pytest.approx(cm.DYNESTY_CALLS_PER_WALK * 27)
+    assert cm.dynesty_calls_per_iteration(7, walks=50) == pytest.approx(cm.DYNESTY_CALLS_PER_WALK * 50)
+    assert cm.dynesty_calls_per_iteration(7, "rslice") == pytest.approx(cm.DYNESTY_CALLS_PER_SLICE * 10)
+    three = cm.estimate_ttv_nested(nlive=100, ndim=3, planet_steps=5000)
+    seven = cm.estimate_ttv_nested(nlive=100, ndim=7, planet_steps=5000)
+    assert (seven.seconds_ref - cm.APP_START_S) / (three.seconds_ref - cm.APP_START_S) == pytest.approx(27 / 23)
+    with pytest.raises(ValueError, match="no cost model for dynesty sample 'unif'"):
+        cm.dynesty_calls_per_iteration(3, "unif")

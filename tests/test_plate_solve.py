@@ -141,7 +141,7 @@ def test_fits_without_an_image_is_flagged_bad_input(tmp_path):
     table = fits.BinTableHDU.from_columns([fits.Column(name="A", format="D", array=np.arange(3.0))])
     fits.HDUList([fits.PrimaryHDU(), table]).writeto(tmp_path / "table.fits")
     result = plate_solve(str(tmp_path / "table.fits"), timeout_s=10)
-    assert not result.success and result.reason_code == "bad-input" and "no 2-D image" in result.reason
+    assert not result.success and result.reason_code == "bad-input" and "no HDU holds a 2-D image" in result.reason
 
 
 def test_invalid_arguments_raise_value_errors(tmp_path):

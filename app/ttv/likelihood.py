@@ -110,6 +110,9 @@ class TTVLikelihood:
         self.dt = float(dt)
         self.model = self._make_model(self.dt)
         self._resid = np.empty(n_obs)
+        # per-call constants: 1/sigma and the normalisation of the no-jitter Gaussian
+        self._inv_sigma = 1.0 / np.sqrt(self._var_obs)
+        self._norm = -0.5 * (float(np.sum(np.log(self._var_obs))) + n_obs * _LOG_2PI)
 
     def __getstate__(self):
         return {"spec": dict(self.spec, dt=self.dt)}
@@ -163,5 +166,5 @@ class TTVLikelihood:
             var = self._var_obs + jitter * jitter
             return float(-0.5 * (np.dot(r * r, 1.0 / var) + np.sum(np.log(var))
                                  + self.n_obs * _LOG_2PI))
-        return float(-0.5 * (np.dot(r * r, 1.0 / self._var_obs) + np.sum(np.log(self._var_obs))
-                             + self.n_obs * _LOG_2PI))
+        r *= self._inv_sigma
+        return self._norm - 0.5 * float(np.dot(r, r))

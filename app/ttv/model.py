@@ -134,6 +134,7 @@ class TTVModel:
         self._times = self._transits["time"]
         self._planet = self._transits["planet"]
         self._out = [np.empty(len(o.epochs)) for o in self.observed]
+        self._gaps = np.empty(self.max_events)
         self._fn = _core()
 
     def set_elements(self, theta: np.ndarray) -> None:
@@ -178,8 +179,11 @@ class TTVModel:
             if len(t) == 0:
                 return None
             period = theta[obs.index, 1]
-            if len(t) > 1 and np.min(np.diff(t)) < 0.5 * period:
-                return None  # a spurious double transit: do not guess which one is real
+            if len(t) > 1:
+                gaps = self._gaps[:len(t) - 1]
+                np.subtract(t[1:], t[:-1], out=gaps)
+                if gaps.min() < 0.5 * period:
+                    return None  # a spurious double transit: do not guess which one is real
             # the first transit after t_start is matched through the osculating orbit at
             # t_start (exact for the Keplerian extrapolation, so no drift accumulates);
             # later transits are counted in order
