@@ -25,7 +25,24 @@ def _worker(spec_path, out, ckpt, log):
                             stdout=subprocess.DEVNULL, stderr=log)
 
 
+def _checkpoints_seen(proc, ckpt, n, poll_s=0.005):
+    """Wait until the worker has written its checkpoint ``n`` more times (or has exited)."""
+    last = ckpt.stat().st_mtime_ns if ckpt.exists() else None
+    while n > 0 and proc.poll() is None:
+        time.sleep(poll_s)
+        now = ckpt.stat().st_mtime_ns if ckpt.exists() else None
+        if now != last:
+            n, last = n - 1, now
+
+
 def _kill_until_done(tmp_path, params, rng, max_kills=3):
+    """Run the task in a subprocess, SIGKILL it ``max_kills`` times, then let it finish.
+
+    The kill moments are random but tied to the run's progress, not to wall time (a fast
+    machine must not finish the run before the first kill): the first kill lands during
+    start-up or the first checkpoint interval, later ones after 1-4 further checkpoints plus
+    a random fraction of a checkpoint interval.
+    """
     spec_path = tmp_path / "spec.json"
     spec_path.write_text(json.dumps({"params": params, "seed": SEED}))
     out, ckpt = tmp_path / "killed.npz", tmp_path / "run.ckpt"
@@ -35,8 +52,11 @@ def _kill_until_done(tmp_path, params, rng, max_kills=3):
         with open(log_path, "ab") as log:
             proc = _worker(spec_path, out, ckpt, log)
         if kills < max_kills:
-            # kill at a random moment after start-up (imports take ~1-2 s on this machine)
-            time.sleep(rng.uniform(1.5, 4.0))
+            if kills == 0:
+                _checkpoints_seen(proc, ckpt, int(rng.integers(0, 2)))
+            else:
+                _checkpoints_seen(proc, ckpt, int(rng.integers(1, 5)))
+            time.sleep(rng.uniform(0.0, 0.02))
             if proc.poll() is None:
                 proc.send_signal(signal.SIGKILL)
                 proc.wait()
@@ -59,7 +79,7 @@ def test_dynesty_resume_after_sigkill_gives_identical_result(tmp_path):
     params, _ = small_task()
     reference = run_ttv_task(params, SEED, None)
     resumed, kills, ckpt = _kill_until_done(tmp_path, params, np.random.default_rng(11))
-    assert kills >= 1
+    assert kills == 3  # at start-up, then twice mid-run
     assert ckpt.exists()
     _assert_identical(reference, resumed)
     assert reference.log_evidence == resumed.log_evidence
@@ -70,7 +90,7 @@ def test_emcee_resume_after_sigkill_gives_identical_chain(tmp_path):
     params, _ = small_task(sampler={"name": "emcee", "nwalkers": 12, "nsteps": 150})
     reference = run_ttv_task(params, SEED, None)
     resumed, kills, _ = _kill_until_done(tmp_path, params, np.random.default_rng(12))
-    assert kills >= 1
+    assert kills == 3  # at start-up, then twice mid-run
     _assert_identical(reference, resumed)
 
 
