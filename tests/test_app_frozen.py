@@ -160,7 +160,7 @@ def test_ttv_nested_killed_at_random_points_resumes_to_a_bitwise_identical_resul
         # kill at a random moment after this attempt has written a new checkpoint
         wait_for(lambda: checkpoint.exists() and checkpoint.stat().st_mtime_ns != before,
                  60, "a checkpoint", proc)
-        time.sleep(rng.uniform(0.0, 0.8))  # short, so three attempts never finish the run
+        time.sleep(rng.uniform(0.0, 0.3))  # short, so three attempts never finish the run
         proc.kill()
         _, stderr = proc.communicate(timeout=30)
         assert proc.returncode == -signal.SIGKILL, stderr
