@@ -9,6 +9,11 @@ nothing:
 * campaign: bins combined by evidence x bin prior mass (``app.ttv.combine.combine_bins``) ->
   ``Posterior(bin_index=NULL)`` with equal-weight samples in the object store, and ``Campaign.summary``.
   Bins with no finished run yet are left out and listed as missing.
+
+A campaign comparing models (bins naming their ``model``: 1 or 2 perturbers) gets these rows per model
+(``Posterior.model`` "one-perturber"/"two-perturber"); ``Campaign.summary`` then holds the largest model's
+posterior at the top level as for one model, ``models`` (ln Z per model) and, once every model has runs,
+``model_comparison`` (``server.ttv_inference.compare_models``).
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ from sqlalchemy import select
 
 from server.db.models import Campaign, Posterior, Result, WorkUnit
 
-MODEL = "one-perturber"
+MODEL = "one-perturber"  # bins without a ``model`` key (single-model campaigns)
 
 
 def _load_run(app, key: str):
@@ -49,12 +54,18 @@ def _summary_of(samples: np.ndarray, names) -> dict:
             "q975": q[4].tolist()}
 
 
-def _upsert_posterior(session, campaign_id: int, bin_index: int | None) -> Posterior:
-    query = select(Posterior).where(Posterior.campaign_id == campaign_id, Posterior.model == MODEL)
+def _model_name(bin_row: dict) -> str:
+    from server.ttv_inference import MODEL_NAMES
+
+    return MODEL if bin_row.get("model") is None else MODEL_NAMES[int(bin_row["model"])]
+
+
+def _upsert_posterior(session, campaign_id: int, bin_index: int | None, model: str = MODEL) -> Posterior:
+    query = select(Posterior).where(Posterior.campaign_id == campaign_id, Posterior.model == model)
     query = query.where(Posterior.bin_index.is_(None) if bin_index is None else Posterior.bin_index == bin_index)
     row = session.scalars(query).first()
     if row is None:
-        row = Posterior(campaign_id=campaign_id, bin_index=bin_index, model=MODEL)
+        row = Posterior(campaign_id=campaign_id, bin_index=bin_index, model=model)
         session.add(row)
     return row
 
@@ -94,7 +105,7 @@ def rebuild_campaign_posterior(app, session, campaign: Campaign, changed_bins: s
     merged_by_bin: dict[int, object] = {}
     for b in present:
         index = b["index"]
-        row = _upsert_posterior(session, campaign.id, index)
+        row = _upsert_posterior(session, campaign.id, index, _model_name(b))
         stale = changed_bins is None or index in changed_bins or row.storage_key is None \
             or row.n_runs != len(keys_by_bin[index])
         if nested and not stale:
@@ -115,20 +126,34 @@ def rebuild_campaign_posterior(app, session, campaign: Campaign, changed_bins: s
         row.summary = {**_summary_of(samples, runs[0].param_names), "period_min": b["period_min"],
                        "period_max": b["period_max"], "runs_expected": expected_runs.get(index, 0)}
     summary: dict = {"bins_total": len(bins), "bins_with_runs": len(present), "bins_missing": missing}
-    if present and nested:
-        combined = combine_bins(present, {b["index"]: [merged_by_bin[b["index"]]] for b in present},
+    models = sorted({b.get("model") for b in bins}, key=lambda m: -1 if m is None else int(m))
+    per_model = {}
+    for model in models:
+        mine = [b for b in present if b.get("model") == model]
+        if not (mine and nested):
+            continue
+        combined = combine_bins(mine, {b["index"]: [merged_by_bin[b["index"]]] for b in mine},
                                 np.random.default_rng(int(campaign.seed_entropy)), n_samples=4000)
-        row = _upsert_posterior(session, campaign.id, None)
-        row.n_runs = sum(len(v) for v in keys_by_bin.values())
+        row = _upsert_posterior(session, campaign.id, None, _model_name(mine[0]))
+        row.n_runs = sum(len(keys_by_bin[b["index"]]) for b in mine)
         row.log_evidence, row.log_evidence_err = combined.log_z, combined.log_z_err
         names = list(combined.param_names)
         row.storage_key = app.store.put_bytes(_npz_bytes({"samples": combined.samples},
                                                           {"param_names": names, "kind": "equal-weight"})).key
         bin_rows = [dict(b.to_dict(), n_runs=len(keys_by_bin[b.index])) for b in combined.bins]
         row.summary = {**_summary_of(combined.samples, names), "bins": bin_rows}
-        summary.update(log_evidence=combined.log_z, log_evidence_err=combined.log_z_err,
-                       posterior=row.summary,
-                       best_bin=max(combined.bins, key=lambda b: b.probability).index)
+        per_model[model] = {"log_evidence": combined.log_z, "log_evidence_err": combined.log_z_err,
+                            "posterior": row.summary,
+                            "best_bin": max(combined.bins, key=lambda b: b.probability).index}
+    if per_model:
+        summary.update(per_model[models[-1] if models[-1] in per_model else max(per_model)])
+    if None not in models:
+        from server.ttv_inference import compare_models
+
+        summary["models"] = {str(m): {k: v[k] for k in ("log_evidence", "log_evidence_err", "best_bin")}
+                             for m, v in per_model.items()}
+        if len(per_model) == len(models) > 1:
+            summary["model_comparison"] = compare_models({int(m): v["log_evidence"] for m, v in per_model.items()})
     return summary
 
 

@@ -1,8 +1,9 @@
 """Campaigns: create, run, follow, cancel, export. The CLI (server/cli/campaign.py) calls these.
 
 A TTV campaign is planned with the TTV stage's own planner (``server.ttv_inference.plan_tasks``: the same
-priors and degeneracy-free period bins as a direct local run), restricted to the one-perturber model. Its
-config holds the full-range likelihood, the bins with their prior masses, the sampler and the number of
+priors and degeneracy-free period bins as a direct local run), for the models with one and/or two perturbers
+(``models`` of the prior config without 0; default one). Its config holds per model the full-range likelihood,
+the bins (globally numbered, each naming its model) with their prior masses, the sampler and the number of
 replicas (BOINC quorum); the work generator turns it into work units. An image ("stack") campaign holds the
 output grid and the frames' object-store keys.
 """
@@ -33,26 +34,43 @@ def _new_entropy(seed: int | None) -> int:
 
 def ttv_campaign_config(ttv_table, prior_config: Mapping[str, Any], *, replicas: int = 2,
                         bins: Sequence[Sequence[float]] | str = "auto") -> dict:
-    """Plan a one-perturber TTV campaign's config from a transit-time table and a TTV prior config."""
+    """Plan a TTV campaign's config from a transit-time table and a TTV prior config.
+
+    Models: the prior config's ``models`` without 0 (the no-perturber model is run locally by
+    ``openastro ttv fit``), default ``[1]``. Each model gets the first perturber's period bins; bins are
+    numbered across models (model 1's first, then model 2's) and carry their ``model``; ``likelihoods``
+    holds each model's full-range likelihood and ``likelihood`` the first model's.
+    """
     from server.ttv_inference import plan_tasks
 
     cfg = dict(prior_config)
-    cfg["models"] = [1]
+    models = cfg.get("models", [1])
+    if isinstance(models, (list, tuple)):  # anything else: plan_tasks refuses it with the reason
+        cfg["models"] = [m for m in models if m != 0] or [1]
     if bins != "auto":
         cfg["perturber_period_bins"] = [list(map(float, b)) for b in bins]
     cfg, tasks, period_bins = plan_tasks(ttv_table, cfg)
-    lo, hi = (float(v) for v in cfg["perturber_period"])
-    likelihood = json.loads(json.dumps(tasks[0]["spec"]["likelihood"]))
-    for planet in likelihood["prior"]["planets"]:
-        if planet["name"] == PERTURBER:
-            planet["period"] = {"dist": cfg["perturber_period_prior"], "min": lo, "max": hi}
-    sampler = dict(tasks[0]["spec"]["sampler"])
     if replicas not in (1, 2):
         raise CampaignError(f"replicas must be 1 or 2 (BOINC quorum), got {replicas!r}")
+    lo, hi = (float(v) for v in cfg["perturber_period"])
+    likelihoods, bin_rows = {}, []
+    models = sorted(cfg["models"])
+    cfg["models"] = models
+    for model in models:
+        first = next(t for t in tasks if t["model"] == model)
+        likelihood = json.loads(json.dumps(first["spec"]["likelihood"]))
+        for planet in likelihood["prior"]["planets"]:
+            if planet["name"] == PERTURBER:
+                planet["period"] = {"dist": cfg["perturber_period_prior"], "min": lo, "max": hi}
+        likelihoods[str(model)] = likelihood
+        offset = len(bin_rows)
+        bin_rows += [dict(b.to_dict(), index=offset + b.index, model=model,
+                          prior_mass=b.prior_mass(cfg["perturber_period_prior"], lo, hi))
+                     for b in period_bins]
+    sampler = dict(tasks[0]["spec"]["sampler"])
     return {"kind": "ttv", "prior_config": {k: v for k, v in cfg.items() if k != "warm_start"},
-            "likelihood": likelihood, "perturber": PERTURBER, "sampler": sampler, "replicas": int(replicas),
-            "bins": [dict(b.to_dict(), prior_mass=b.prior_mass(cfg["perturber_period_prior"], lo, hi))
-                     for b in period_bins]}
+            "likelihood": likelihoods[str(models[0])], "likelihoods": likelihoods,
+            "perturber": PERTURBER, "sampler": sampler, "replicas": int(replicas), "bins": bin_rows}
 
 
 def create_campaign(app, name: str | None, kind: str, config: dict, *, executor: str = "local",
@@ -166,9 +184,10 @@ def campaign_status(app, campaign_id: int) -> CampaignStatus:
             per_bin.setdefault(int(b) if b is not None else -1, {})[state] = int(n)
         posts = {p.bin_index: p for p in session.scalars(select(Posterior).where(Posterior.campaign_id == campaign_id))}
         probs = {}
-        combined = posts.get(None)
-        if combined is not None and combined.summary:
-            probs = {b["index"]: b["probability"] for b in combined.summary.get("bins", [])}
+        for combined in session.scalars(select(Posterior).where(Posterior.campaign_id == campaign_id,
+                                                                Posterior.bin_index.is_(None))):
+            # one combined posterior per model; bin indices are unique across models
+            probs.update({b["index"]: b["probability"] for b in (combined.summary or {}).get("bins", [])})
         invalid = int(session.scalar(select(func.count()).select_from(Result).join(WorkUnit)
                                      .where(WorkUnit.campaign_id == campaign_id,
                                             Result.validate_state == "invalid")) or 0)
@@ -217,10 +236,15 @@ def cancel_campaign(app, campaign_id: int) -> int:
 # --- posterior export ----------------------------------------------------------------------------------
 
 def load_posterior(app, campaign_id: int) -> tuple[list[str], np.ndarray, dict]:
-    """(parameter names, equal-weight samples, summary) of the campaign's combined posterior."""
+    """(parameter names, equal-weight samples, summary) of the campaign's combined posterior (of its model
+    with the most perturbers when it ran several)."""
+    from server.ttv_inference import MODEL_NAMES
+
+    rank = {name: n for n, name in MODEL_NAMES.items()}
     with app.db.session() as session:
-        row = session.scalars(select(Posterior).where(Posterior.campaign_id == campaign_id,
-                                                      Posterior.bin_index.is_(None))).first()
+        rows = session.scalars(select(Posterior).where(Posterior.campaign_id == campaign_id,
+                                                       Posterior.bin_index.is_(None))).all()
+        row = max(rows, key=lambda r: rank.get(r.model, -1), default=None)
         if row is None or not row.storage_key:
             raise CampaignError(f"campaign {campaign_id} has no combined posterior yet "
                                 "(no TTV run has been assimilated)")

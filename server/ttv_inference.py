@@ -3,7 +3,9 @@
 ``run_ttv_inference(ttv_data, prior_config)`` builds one sampling task per
 (model, period bin, run) with :mod:`app.ttv` (the same tasks the volunteer app runs),
 executes them sequentially or in a process pool, merges runs of a bin, combines bins by
-evidence x prior mass and compares the no-perturber and one-perturber models.
+evidence x prior mass and compares the models with no, one and two perturbers (``pert`` and
+``pert2``; the two-perturber model is binned over the first perturber's period exactly like
+the one-perturber model, the second perturber's period range is one bin).
 Every ``prior_config`` key is documented in docs/ttv.md (:data:`CONFIG_DEFAULTS`).
 """
 from __future__ import annotations
@@ -50,11 +52,16 @@ CONFIG_DEFAULTS = {
     "warm_start": None,              # {"param_names": [...], "samples": [[...]]} (emcee)
     "seed": 0,                       # int or list of ints (SeedSequence entropy)
     "runs_per_bin": 1,
-    "models": [0, 1],                # numbers of perturbers to compare (0 and/or 1)
+    "models": [0, 1],                # numbers of perturbers to compare (subset of [0, 1, 2])
+    "second_perturber_period": None,  # [min, max] days (required when 2 in models)
+    "second_perturber_mass": None,   # [min, max] Earth masses, log-uniform; default perturber_mass
+    "second_perturber_ecc_fixed": None,  # [e, omega_deg]; default: disk prior perturber_ecc_max
     "ncores": 1,
     "n_posterior_samples": 4000,
 }
 _REQUIRED = ("stellar_mass", "perturber_period", "perturber_mass")
+PERTURBERS = ("pert", "pert2")  # planet names of the first and second perturber
+MODEL_NAMES = {0: "no-perturber", 1: "one-perturber", 2: "two-perturber"}  # Posterior.model
 
 
 def validate_prior_config(cfg: dict) -> dict:
@@ -69,7 +76,8 @@ def validate_prior_config(cfg: dict) -> dict:
     missing = [k for k in _REQUIRED if out[k] is None]
     if missing:
         raise ValueError(f"prior_config needs {missing}")
-    for key in ("perturber_period", "perturber_mass", "jitter"):
+    for key in ("perturber_period", "perturber_mass", "jitter", "second_perturber_period",
+                "second_perturber_mass"):
         v = out[key]
         if v is None:
             continue
@@ -83,8 +91,28 @@ def validate_prior_config(cfg: dict) -> dict:
     if out["perturber_period_prior"] not in ("uniform", "loguniform"):
         raise ValueError(f"perturber_period_prior must be uniform or loguniform, got "
                          f"{out['perturber_period_prior']!r}")
-    if not set(out["models"]) <= {0, 1} or not out["models"]:
-        raise ValueError(f"models must be a non-empty subset of [0, 1], got {out['models']}")
+    models = out["models"]
+    if (not isinstance(models, (list, tuple)) or not models
+            or not all(isinstance(m, int) and not isinstance(m, bool) for m in models)
+            or not set(models) <= {0, 1, 2} or len(set(models)) != len(models)):
+        raise ValueError(f"models must be a non-empty list of distinct numbers of perturbers "
+                         f"from [0, 1, 2], got {models!r}")
+    if 2 in models:
+        if out["second_perturber_period"] is None:
+            raise ValueError("models includes 2 (two perturbers): prior_config needs "
+                             "second_perturber_period = [min, max] days, a range that does not "
+                             "overlap perturber_period")
+        a_lo, a_hi = (float(v) for v in out["perturber_period"])
+        b_lo, b_hi = (float(v) for v in out["second_perturber_period"])
+        if b_lo < a_hi and a_lo < b_hi:
+            raise ValueError(f"second_perturber_period {[b_lo, b_hi]} overlaps perturber_period "
+                             f"{[a_lo, a_hi]}; give disjoint ranges (the two perturbers are "
+                             f"told apart by their period ranges)")
+    if out["second_perturber_ecc_fixed"] is not None and (
+            not isinstance(out["second_perturber_ecc_fixed"], (list, tuple))
+            or len(out["second_perturber_ecc_fixed"]) != 2):
+        raise ValueError(f"second_perturber_ecc_fixed must be [e, omega_deg], got "
+                         f"{out['second_perturber_ecc_fixed']!r}")
     if not 0 < float(out["perturber_ecc_max"]) < 1:
         raise ValueError(f"perturber_ecc_max must be in (0, 1), got {out['perturber_ecc_max']}")
     if int(out["runs_per_bin"]) < 1 or int(out["ncores"]) < 1:
@@ -139,7 +167,9 @@ def _check_table(ttv_data: pd.DataFrame) -> dict:
 
 def build_prior_spec(cfg: dict, observed: dict, n_perturbers: int,
                      period_range: tuple[float, float] | None) -> dict:
-    """app.ttv prior spec: known planets from their ephemerides (+ one perturber)."""
+    """app.ttv prior spec: known planets from their ephemerides, plus ``pert`` (period in
+    ``period_range``) when ``n_perturbers`` >= 1 and ``pert2`` (period in
+    ``second_perturber_period``) when it is 2."""
     planets = []
     single = n_perturbers == 0 and len(observed) == 1  # strictly periodic: e, omega irrelevant
     for name, obs in observed.items():
@@ -154,22 +184,40 @@ def build_prior_spec(cfg: dict, observed: dict, n_perturbers: int,
             "ecc": (_ecc_prior((0.0, 90.0), None) if single else
                     _ecc_prior(_per_planet(cfg["known_ecc_fixed"], name), cfg["known_ecc_max"])),
             "tconj": {"dist": "uniform", "min": t0 - dt, "max": t0 + dt}})
-    if n_perturbers:
+    t_ref = min(o["ephemeris"].t0 for o in observed.values())
+    if n_perturbers >= 1:
         lo, hi = period_range
-        t_ref = min(o["ephemeris"].t0 for o in observed.values())
-        planets.append({
-            "name": "pert",
-            "mass": {"dist": "loguniform", "min": float(cfg["perturber_mass"][0]),
-                     "max": float(cfg["perturber_mass"][1])},
-            "period": {"dist": cfg["perturber_period_prior"], "min": lo, "max": hi},
-            "ecc": _ecc_prior(cfg["perturber_ecc_fixed"], cfg["perturber_ecc_max"]),
-            "tconj": {"dist": "phase", "t_ref": t_ref}})
+        planets.append(_perturber("pert", cfg["perturber_mass"], cfg["perturber_period_prior"],
+                                  (lo, hi), cfg["perturber_ecc_fixed"], cfg, t_ref))
+    if n_perturbers >= 2:
+        planets.append(_perturber("pert2", cfg["second_perturber_mass"] or cfg["perturber_mass"],
+                                  cfg["perturber_period_prior"],
+                                  tuple(map(float, cfg["second_perturber_period"])),
+                                  cfg["second_perturber_ecc_fixed"], cfg, t_ref))
     planets.sort(key=lambda q: q["period"].get("min", q["period"].get("value")))
     spec = {"stellar_mass": float(cfg["stellar_mass"]), "planets": planets}
     if cfg["jitter"] is not None:
         spec["jitter"] = {"dist": "loguniform", "min": float(cfg["jitter"][0]),
                           "max": float(cfg["jitter"][1])}
     return spec
+
+
+def _perturber(name, mass, period_prior, period_range, ecc_fixed, cfg, t_ref) -> dict:
+    return {"name": name,
+            "mass": {"dist": "loguniform", "min": float(mass[0]), "max": float(mass[1])},
+            "period": {"dist": period_prior, "min": float(period_range[0]),
+                       "max": float(period_range[1])},
+            "ecc": _ecc_prior(ecc_fixed, cfg["perturber_ecc_max"]),
+            "tconj": {"dist": "phase", "t_ref": t_ref}}
+
+
+def _check_second_perturber(cfg: dict, observed: dict) -> None:
+    lo, hi = (float(v) for v in cfg["second_perturber_period"])
+    for name, o in observed.items():
+        p = o["ephemeris"].period
+        if lo <= p <= hi:
+            raise ValueError(f"second_perturber_period {[lo, hi]} contains known planet "
+                             f"{name!r}'s period {p:.4f} d; give a range on one side of it")
 
 
 def make_bins(cfg: dict, observed: dict) -> list[PeriodBin]:
@@ -221,19 +269,23 @@ def plan_tasks(ttv_data: pd.DataFrame, prior_config: dict) -> tuple[dict, list[d
     """Validated config, task list [{model, bin, run, spec, seed}], and bins."""
     cfg = validate_prior_config(prior_config)
     observed = _check_table(ttv_data)
-    bins = make_bins(cfg, observed) if 1 in cfg["models"] else []
+    bins = make_bins(cfg, observed) if max(cfg["models"]) >= 1 else []
+    if 2 in cfg["models"]:
+        _check_second_perturber(cfg, observed)
     obs_plain = {k: {"epoch": v["epoch"], "time": v["time"], "sigma": v["sigma"]}
                  for k, v in observed.items()}
     root = [int(x) for x in (cfg["seed"] if isinstance(cfg["seed"], list) else [cfg["seed"]])]
     tasks = []
+    warm_model = max(cfg["models"])  # warm_start belongs to the largest model
     for model in sorted(cfg["models"]):
-        for b in (bins if model == 1 else [None]):
+        for b in (bins if model >= 1 else [None]):
             rng_ = None if b is None else (b.period_min, b.period_max)
             prior = build_prior_spec(cfg, observed, model, rng_)
             from app.ttv.priors import PriorTransform
 
             names = PriorTransform(prior).names
-            warm = _warm_samples(cfg, names, rng_) if model == 1 else None
+            warm = (_warm_samples(cfg, names, rng_) if model >= 1 and model == warm_model
+                    else None)
             for run in range(int(cfg["runs_per_bin"])):
                 spec = {"likelihood": {"prior": prior, "observed": obs_plain},
                         "sampler": _sampler_options(cfg, names, warm),
@@ -266,14 +318,20 @@ def _derived(samples: np.ndarray, names) -> tuple[np.ndarray, list[str]]:
     names = list(names)
     cols = [samples]
     extra = []
-    if "pert.secosw" in names:
-        c, s = samples[:, names.index("pert.secosw")], samples[:, names.index("pert.sesinw")]
-        cols += [(c * c + s * s)[:, None], (np.degrees(np.arctan2(s, c)) % 360.0)[:, None]]
-        extra += ["pert.e", "pert.omega_deg"]
-    if "pert.mass" in names:
-        cols.append((samples[:, names.index("pert.mass")] / 317.8284065946748)[:, None])
-        extra.append("pert.mass_mjup")
+    for p in PERTURBERS:
+        if f"{p}.secosw" in names:
+            c, s = samples[:, names.index(f"{p}.secosw")], samples[:, names.index(f"{p}.sesinw")]
+            cols += [(c * c + s * s)[:, None], (np.degrees(np.arctan2(s, c)) % 360.0)[:, None]]
+            extra += [f"{p}.e", f"{p}.omega_deg"]
+        if f"{p}.mass" in names:
+            cols.append((samples[:, names.index(f"{p}.mass")] / 317.8284065946748)[:, None])
+            extra.append(f"{p}.mass_mjup")
     return np.hstack(cols), names + extra
+
+
+def is_perturber_param(name: str) -> bool:
+    """True for the perturbers' parameters (``pert.*``, ``pert2.*``), sampled or derived."""
+    return name.split(".", 1)[0] in PERTURBERS and "." in name
 
 
 def run_ttv_inference(ttv_data: pd.DataFrame, prior_config: dict, *, progress=None,
@@ -356,11 +414,21 @@ def run_ttv_inference(ttv_data: pd.DataFrame, prior_config: dict, *, progress=No
     out.update({k: main[k] for k in ("log_evidence", "log_evidence_err", "posterior_samples",
                                      "best_fit", "credible_intervals")})
     out["bin_evidences"] = main["bins"]
-    if 0 in out["models"] and 1 in out["models"] and cfg["sampler"] == "dynesty":
-        lnb = out["models"][1]["log_evidence"] - out["models"][0]["log_evidence"]
-        out["model_comparison"] = {
-            "log_evidence": {str(m): out["models"][m]["log_evidence"] for m in out["models"]},
-            "ln_bayes_factor_1_vs_0": lnb, "preferred_n_perturbers": 1 if lnb > 0 else 0}
+    if len(out["models"]) >= 2 and cfg["sampler"] == "dynesty":
+        out["model_comparison"] = compare_models(
+            {m: out["models"][m]["log_evidence"] for m in out["models"]})
+    return out
+
+
+def compare_models(log_evidence: dict[int, float]) -> dict:
+    """ln Bayes factors ``ln_bayes_factor_<a>_vs_<b>`` (a > b) for every pair of models and the
+    number of perturbers with the largest evidence (equal prior odds)."""
+    models = sorted(log_evidence)
+    out = {"log_evidence": {str(m): float(log_evidence[m]) for m in models}}
+    for i, b in enumerate(models):
+        for a in models[i + 1:]:
+            out[f"ln_bayes_factor_{a}_vs_{b}"] = float(log_evidence[a] - log_evidence[b])
+    out["preferred_n_perturbers"] = int(max(models, key=lambda m: log_evidence[m]))
     return out
 
 
@@ -407,8 +475,8 @@ def write_corner_png(result: dict, path, params=None, model=None) -> None:
 
     m = max(result["models"]) if model is None else model
     df = result["models"][m]["posterior_samples"]
-    cols = params or [c for c in df.columns if c.startswith("pert.") and c not in
-                      ("pert.secosw", "pert.sesinw", "pert.mass_mjup")] or list(df.columns)
+    cols = params or [c for c in df.columns if is_perturber_param(c) and c.split(".", 1)[1] not in
+                      ("secosw", "sesinw", "mass_mjup")] or list(df.columns)
     n = len(cols)
     fig, axes = plt.subplots(n, n, figsize=(2.2 * n, 2.2 * n), squeeze=False)
     for i, yi in enumerate(cols):

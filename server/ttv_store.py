@@ -55,7 +55,7 @@ def store_ttv_result(session, store, target_name: str | None, name: str, result:
                         seed_entropy=str(cfg.get("seed")), summary=summary)
     session.add(campaign)
     session.flush()
-    model_names = {0: "no-perturber", 1: "one-perturber"}
+    from server.ttv_inference import MODEL_NAMES as model_names
     for m, v in result["models"].items():
         buf = io.BytesIO()
         df = v["posterior_samples"]

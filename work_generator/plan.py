@@ -1,6 +1,7 @@
 """Campaign -> work units, as pure functions (no database, no BOINC calls).
 
-TTV campaigns: one work unit per system x perturber-period bin x run. A bin whose nested-sampling run
+TTV campaigns: one work unit per system x perturber-period bin x run (a campaign comparing models has
+bins per model, numbered across models, each bin naming its model and the config a likelihood per model). A bin whose nested-sampling run
 would exceed the wall-time budget on a reference volunteer core is split into ``k`` runs with
 ``nlive / k`` live points each (runs of one bin merge into the equivalent of their summed live points,
 dynesty ``merge_runs``). Seeds: ``[campaign entropy, bin, run]``, i.e. ``SeedSequence(entropy,
@@ -134,13 +135,18 @@ def plan_ttv(campaign_id: int, seed_entropy: int, config: Mapping[str, Any],
     if kind is None:
         raise ValueError(f"sampler {name!r} is not dynesty or emcee")
     tag = campaign_tag(campaign_id, seed_entropy)
-    bins = [(int(b["index"]), (b["period_min"], b["period_max"])) if isinstance(b, Mapping) else (i, tuple(b))
-            for i, b in enumerate(config["bins"])]
+    bins = [(int(b["index"]), (b["period_min"], b["period_max"]), b.get("model")) if isinstance(b, Mapping)
+            else (i, tuple(b), None) for i, b in enumerate(config["bins"])]
     if not bins:
         raise ValueError("TTV campaign has no period bins")
+    likelihoods = config.get("likelihoods") or {}
     planned = []
-    for b, bounds in bins:
-        likelihood = dict(config["likelihood"])
+    for b, bounds, model in bins:
+        if model is not None and str(model) not in likelihoods:
+            raise ValueError(f"bin {b} is of model {model!r} but the campaign has likelihoods for models "
+                             f"{sorted(likelihoods)} only")
+        # a bin of a multi-model campaign samples its model's likelihood
+        likelihood = dict(likelihoods[str(model)] if model is not None else config["likelihood"])
         likelihood["prior"] = bin_prior(likelihood["prior"], config["perturber"], bounds)
         if likelihood.get("dt") is None:
             # Fix the integration step in the spec (the app would choose the same one): every host and the
@@ -153,7 +159,8 @@ def plan_ttv(campaign_id: int, seed_entropy: int, config: Mapping[str, Any],
             return {"likelihood": likelihood, "sampler": opts,
                     "label": {"campaign_id": int(campaign_id), "bin": b, "run": run, "n_runs": n_runs,
                               "bin_bounds": [float(bounds[0]), float(bounds[1])],
-                              "perturber": config["perturber"]}}
+                              "perturber": config["perturber"],
+                              **({} if model is None else {"model": int(model)})}}
 
         if kind == "ttv-nested":
             nlive_total = int(sampler.get("nlive", 100))
@@ -235,16 +242,15 @@ def plan_tiles(campaign_id: int, seed_entropy: int, frames: Sequence[FrameInput]
     ``conserve_flux`` (default, as in ``server.reproject.reproject_image``) scales values by the output/input pixel
     area, so frames of different pixel scales co-add in one flux-per-output-pixel unit.
     """
-    from astropy.wcs import WCS
-
     from app.reproject_kernel import cutout_for_tile, plan_mapping
 
     tag = campaign_tag(campaign_id, seed_entropy)
-    out_wcs = WCS(dict(grid_header))
+    # header cards, not WCS objects: the kernel then uses the same mapping code as the app's tiles
+    out_wcs = dict(grid_header)
     cards = {k: v for k, v in dict(grid_header).items() if isinstance(v, (str, int, float)) and not isinstance(v, bool)}
     planned = []
     for frame in frames:
-        in_wcs = WCS(frame.header)
+        in_wcs = frame.header
         tiles, cutouts = [], []
         for bounds in tile_grid(grid_shape, tile):
             cut = cutout_for_tile(frame.data.shape, in_wcs, out_wcs, bounds, margin_px=margin_px)

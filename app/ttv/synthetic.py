@@ -3,6 +3,8 @@
 ``kepler88_like``: a Kepler-88-like system: a 0.99 M_sun star, a transiting sub-Neptune
 ``b`` (P = 10.95 d) and a non-transiting ~0.65 M_J perturber ``c`` at 22.3 d, just wide
 of the 2:1 resonance.  Times are days from an arbitrary zero point (``tconj`` of b = 5.0).
+``extra_planet`` adds a further non-transiting planet (e.g. a second perturber ``d``) with every
+parameter given: :class:`ExtraPlanet`.
 """
 from __future__ import annotations
 
@@ -26,6 +28,17 @@ class SyntheticSystem:
     truth: dict           # {"b.period": ..., "c.mass": ... (Earth masses), ...}
 
 
+@dataclass(frozen=True)
+class ExtraPlanet:
+    """A further planet of a synthetic system, every parameter fixed (the truth)."""
+    name: str
+    mass: float        # Earth masses
+    period: float      # days, Jacobi osculating period at the integration start
+    e: float
+    omega_deg: float
+    tconj: float       # days, same zero point as the times
+
+
 def _fixed_planet(name, mass, period, e, omega_deg, tconj):
     return {"name": name, "mass": {"dist": "fixed", "value": mass},
             "period": {"dist": "fixed", "value": period},
@@ -35,8 +48,11 @@ def _fixed_planet(name, mass, period, e, omega_deg, tconj):
 
 def kepler88_like(rng: np.random.Generator, n_transits: int = 100, sigma_min=(1.0, 2.0),
                   perturber_mass_mj: float = 0.65, with_perturber: bool = True,
-                  drop_fraction: float = 0.1) -> SyntheticSystem:
-    """Noisy transit times of planet b; sigma uniform in ``sigma_min`` minutes."""
+                  drop_fraction: float = 0.1,
+                  extra_planet: ExtraPlanet | None = None) -> SyntheticSystem:
+    """Noisy transit times of planet b (TTVFast, Gaussian noise from ``rng``); sigma uniform in
+    ``sigma_min`` minutes.  ``extra_planet``: a further planet (its period must differ from b's
+    and c's)."""
     planets = [_fixed_planet("b", 8.7, 10.95, 0.05, 90.0, 5.0)]
     truth = {"b.mass": 8.7, "b.period": 10.95, "b.e": 0.05, "b.omega_deg": 90.0, "b.tconj": 5.0}
     if with_perturber:
@@ -44,14 +60,24 @@ def kepler88_like(rng: np.random.Generator, n_transits: int = 100, sigma_min=(1.
         planets.append(_fixed_planet("c", mc, 22.3, 0.04, 250.0, 12.0))
         truth.update({"c.mass": mc, "c.period": 22.3, "c.e": 0.04, "c.omega_deg": 250.0,
                       "c.tconj": 12.0})
+    if extra_planet is not None:
+        x = extra_planet
+        if x.name in {p["name"] for p in planets}:
+            raise ValueError(f"extra planet name {x.name!r} is already used")
+        planets.append(_fixed_planet(x.name, x.mass, x.period, x.e, x.omega_deg, x.tconj))
+        truth.update({f"{x.name}.mass": x.mass, f"{x.name}.period": x.period,
+                      f"{x.name}.e": x.e, f"{x.name}.omega_deg": x.omega_deg,
+                      f"{x.name}.tconj": x.tconj})
+        planets.sort(key=lambda q: q["period"]["value"])
     spec = {"stellar_mass": 0.99, "planets": planets}
     n_total = int(round(n_transits / (1.0 - drop_fraction)))
     keep = np.sort(rng.choice(n_total, size=n_transits, replace=False))
     epochs = keep.astype(np.int64)
     placeholder = {"epoch": epochs.tolist(), "time": (5.0 + 10.95 * epochs).tolist(),
                    "sigma": [1e-3] * len(epochs)}
+    p_min = min(q["period"]["value"] for q in planets)
     like = TTVLikelihood({"prior": spec, "observed": {"b": placeholder},
-                          "dt": 10.95 / 80})
+                          "dt": p_min / 80})
     model = like.model_times(np.empty(0))
     if model is None:
         raise ValueError("the synthetic system does not transit at every epoch")

@@ -79,8 +79,9 @@ def fit(app: OpenAstro, times_path: str, priors_path: str, out_dir, time_offset:
     """Posterior on a hidden perturber from the transit times in TIMES (CSV: [planet,] epoch,
     time, sigma), running every period bin locally."""
     from server.transit_times import load_transit_time_table
-    from server.ttv_inference import (plan_tasks, run_ttv_inference, summary_dict,
-                                      write_corner_png, write_summary_csv, write_summary_json)
+    from server.ttv_inference import (is_perturber_param, plan_tasks, run_ttv_inference,
+                                      summary_dict, write_corner_png, write_summary_csv,
+                                      write_summary_json)
 
     try:
         cfg = read_config_file(priors_path)
@@ -117,10 +118,13 @@ def fit(app: OpenAstro, times_path: str, priors_path: str, out_dir, time_offset:
                    f"P(bin) = {row['probability']:.3g}")
     mc = result.get("model_comparison")
     if mc:
-        click.echo(f"ln B(1 vs 0 perturbers) = {mc['ln_bayes_factor_1_vs_0']:.2f}: prefers "
-                   f"{mc['preferred_n_perturbers']} perturber(s)")
+        for key, lnb in mc.items():
+            if key.startswith("ln_bayes_factor_"):
+                a, b = key[len("ln_bayes_factor_"):].split("_vs_")
+                click.echo(f"ln B({a} vs {b} perturbers) = {lnb:.2f}")
+        click.echo(f"preferred: {mc['preferred_n_perturbers']} perturber(s)")
     for k, ci in result["credible_intervals"].items():
-        if k.startswith("pert."):
+        if is_perturber_param(k):
             click.echo(f"{k}: {ci['median']:.6g} (68%: {ci['68'][0]:.6g} .. {ci['68'][1]:.6g})")
     for flag in result["flags"]:
         click.echo(f"warning: {flag}")
