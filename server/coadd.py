@@ -25,16 +25,20 @@ Rule, per output pixel, over the frames with finite data and weight > 0:
    (exact for inverse-variance weights), ``coverage`` = number of survivors. Pixels without any
    survivor are NaN in the stack and uncertainty and 0 in the coverage.
 
-Streaming: the frames are read row-chunk by row-chunk with plain seek/read (no memory map, so
-resident memory stays bounded), chunk height chosen from ``memory_limit_bytes``. Every pixel is
+Streaming: the frames are read row-chunk by row-chunk with plain seek/readinto (no memory map,
+so resident memory stays bounded), chunk height chosen from ``memory_limit_bytes``. Every pixel is
 computed independently, so the result does not depend on the chunking at all (tested bitwise).
 
-Speed: frames are read straight into pixel-major buffers (the transposition happens while
-reading); clipping runs on inner blocks that stay in cache; medians come from one numpy sort per
-round along the contiguous frame axis; the MAD (a second sort) is computed only for pixels where
-some value exceeds ``k`` (elsewhere nothing can be rejected, since ``s >= 1``); after the first
-round only the pixels whose survivors changed are revisited. Sums are accumulated in
-float64 per pixel row, so no result depends on the chunk height.
+Speed (``python -m benchmarks.bench_coadd``; see docs/image_back.md): each frame's chunk rows
+are read contiguously into a frame-major buffer and byte-swapped in place; inner blocks of
+pixels are transposed to pixel-major float32 in cache; a value that is not a member (invalid or
+clipped) is NaN in the working data, so one numpy sort per round (NaN last) gives every median;
+the MAD (a second sort) is computed only for pixels where some value exceeds ``k`` (elsewhere
+nothing can be rejected, since ``s >= 1``). After a round only the pixels whose survivors
+changed can change again, and of those, pixels where a bound on the next median shows that
+the next round cannot reject anything are final at once (:func:`_settled`); the rest are
+queued and their later rounds run together. Sums are accumulated in float64 per pixel, so no
+result depends on the chunk height or the blocking.
 """
 
 from __future__ import annotations
@@ -56,8 +60,9 @@ MAD_TO_SIGMA = 1.4826
 #: tolerance for PSF differences at bright sources (SWarp's CLIP_AMPFRAC; Gruen et al. 2014)
 DEFAULT_AMPFRAC = 0.3
 DEFAULT_MEMORY_LIMIT = 512 * 1024**2
-#: bytes per frame per pixel of a chunk: the pixel-major data and weight buffers (float32). The
-#: clipping itself runs on inner blocks of ``_INNER_VALUES`` values (a few MB, fixed).
+#: bytes per frame per pixel of a chunk: the frame-major data and weight buffers (float32). The
+#: clipping itself runs on inner blocks of ``_INNER_VALUES`` values (work arrays of ~40 bytes
+#: per value: 8-16 MB, independent of the chunk).
 BYTES_PER_FRAME_PIXEL = 8
 #: bytes per pixel of a chunk independent of N (inner-block results before they are stored)
 BYTES_PER_PIXEL = 16
@@ -107,115 +112,242 @@ def plan_chunks(n_frames: int, shape, *, memory_limit_bytes: int = DEFAULT_MEMOR
 
 
 # --------------------------------------------------------------------------- the combination
+# Inside a block, values are pixel-major (P pixels, N frames; frames along the contiguous axis)
+# and a value that is not (or no longer) a member - invalid or clipped - is NaN in the working
+# copy of the data: np.sort puts NaN last, so the members of a row are its first m sorted values,
+# and every residual computed from a non-member is NaN, which no comparison selects.
+_ONES = np.ones(1 << 12, np.float32)
+
+
 def _row_counts(mask: np.ndarray) -> np.ndarray:
     """True values per row of a (P, N) bool array (float32 BLAS product: exact for N < 2**24)."""
-    return (mask.astype(np.float32) @ np.ones(mask.shape[1], np.float32)).astype(np.int32)
+    n = mask.shape[1]
+    ones = _ONES[:n] if n <= _ONES.size else np.ones(n, np.float32)
+    return (mask.astype(np.float32) @ ones).astype(np.int32)
 
 
-def _row_sums64(a: np.ndarray) -> np.ndarray:
-    """float64 row sums of (P, N); einsum's per-row loop does not depend on P (BLAS would)."""
-    return np.einsum("ij->i", a.astype(np.float64))
-
-
-def _members_median(values, nonmembers, m):
-    """Median over the members of each row of ``values`` (P, N); rows with m = 0 give +inf."""
-    P, N = values.shape
-    key = values.copy()
-    np.copyto(key, np.float32(np.inf), where=nonmembers)
-    key.sort(axis=1)
-    flat = key.ravel()
+def _sorted_median(s, m):
+    """Median of the first ``m`` values of each row of the row-sorted (P, N) array ``s`` (float64)."""
+    P, N = s.shape
+    flat = s.ravel()
     base = np.arange(0, P * N, N, dtype=np.int64)
     lo = np.maximum(m - 1, 0) // 2
     hi = np.minimum(m // 2, N - 1)
     return 0.5 * (flat.take(base + lo).astype(np.float64) + flat.take(base + hi).astype(np.float64))
 
 
-def _clip_keep(Dt, sqw, valid, count, clip_sigma, max_iters, ampfrac):
-    """Survivor mask (P, N) after median/MAD clipping of noise-normalised residuals.
+class _Scratch:
+    """Reusable (rows, N) work arrays, grown on demand (allocating per block costs page faults)."""
 
-    ``sqw`` = sqrt(w) (0 where invalid), ``count`` = valid values per pixel. Pixels whose
-    survivors did not change are not revisited; while most pixels are still active the whole block
-    is recomputed in place instead (a converged pixel reproduces its survivors, so the result is
-    the same and no gather/scatter copies are made).
+    def __init__(self, n):
+        self.n, self.rows, self.arrays = n, 0, {}
+
+    def get(self, rows, *specs):
+        if rows > self.rows:
+            self.rows, self.arrays = max(rows, 2 * self.rows), {}
+        out = []
+        for name, dtype in specs:
+            if name not in self.arrays:
+                self.arrays[name] = np.empty((self.rows, self.n), dtype)
+            out.append(self.arrays[name][:rows])
+        return out
+
+
+def _clip_rounds(d, sqw, m, act, n_rounds, clip_sigma, ampfrac, scratch):
+    """Up to ``n_rounds`` median/MAD clipping rounds on rows ``act`` of ``d`` (P, N), in place.
+
+    ``d`` holds NaN for every non-member and clipped values become NaN; ``sqw`` = sqrt(w); ``m``
+    = members per row, updated. A round revisits only the rows that lost a value in the previous
+    one (a row whose members did not change would reproduce them); while most rows are active
+    the whole array is processed in place instead, which gives the same result without
+    gather/scatter copies. Returns the rows that lost a value in the last round and still have
+    more than 2 members: the only rows another round can change.
     """
-    keep = valid
-    P = Dt.shape[0]
-    act = np.flatnonzero(count > 2)  # 0, 1 or 2 values: nothing can be rejected
-    for _ in range(max_iters):
+    P = d.shape[0]
+    kf = np.float32(clip_sigma)
+    af = np.float32(ampfrac)
+    for _ in range(n_rounds):
         if act.size == 0:
             break
-        full = act.size > P // 2
-        if full:
-            d, k, w, m = Dt, keep, sqw, count
+        if act.size > P // 2:
+            act_rows, dd, ww, mm = None, d, sqw, m
         else:
-            d, k, w, m = Dt[act], keep[act], sqw[act], count[act]
-        out = ~k
-        med = _members_median(d, out, m)
-        med32 = med.astype(np.float32)[:, None]
-        z = np.subtract(d, med32)
+            act_rows, dd, ww, mm = act, d[act], sqw[act], m[act]
+        s, z, u, over = scratch.get(dd.shape[0], ("s", np.float32), ("z", np.float32), ("u", np.float32),
+                                    ("over", bool))
+        np.copyto(s, dd)
+        s.sort(axis=1)
+        med32 = _sorted_median(s, mm).astype(np.float32)[:, None]
+        np.subtract(dd, med32, out=z)
         np.abs(z, out=z)
-        z *= w
+        z *= ww
         # u = z - a|med| sqrt(w): a value is kept when u <= k s, and s >= 1 (the floor)
-        u = z - w * (np.float32(ampfrac) * np.abs(med32)) if ampfrac > 0 else z.copy()
-        kf = np.float32(clip_sigma)
-        over = u > kf
-        over &= k
-        cand = np.flatnonzero(_row_counts(over))  # only these pixels can lose a value
-        new = k.copy()
-        if cand.size:
-            # the MAD is needed only here; elsewhere every u <= k <= k s and nothing changes
-            mad = _members_median(z[cand], out[cand], m[cand])
-            # never clip tighter than the frames' own noise (z = 1): w are inverse variances
-            thr = (clip_sigma * np.maximum(MAD_TO_SIGMA * mad, 1.0)).astype(np.float32)[:, None]
-            new[cand] &= u[cand] <= thr
-        new_count = _row_counts(new)
-        changed = new_count != m  # survivors only ever shrink
-        if full:
-            keep, count = new, new_count
-            act = np.flatnonzero(changed & (new_count > 2))
+        if ampfrac > 0:
+            np.multiply(ww, af * np.abs(med32), out=u)
+            np.subtract(z, u, out=u)
         else:
-            keep[act], count[act] = new, new_count
-            act = act[changed & (new_count > 2)]
-    return keep
+            np.copyto(u, z)
+        # only rows where some member has u > k can lose a value (non-members have u = NaN)
+        np.greater(u, kf, out=over)
+        cand = np.flatnonzero(_row_counts(over))
+        if cand.size == 0:
+            return cand
+        zc = z[cand]
+        zc.sort(axis=1)
+        mad = _sorted_median(zc, mm[cand])
+        # never clip tighter than the frames' own noise (z = 1): w are inverse variances
+        thr = (clip_sigma * np.maximum(MAD_TO_SIGMA * mad, 1.0)).astype(np.float32)[:, None]
+        dc = dd[cand]
+        reject = u[cand] <= thr
+        np.logical_not(reject, out=reject)
+        reject &= ~np.isnan(dc)  # members only
+        n_out = _row_counts(reject)
+        hit = n_out > 0
+        rows, reject, dc = cand[hit], reject[hit], dc[hit]
+        np.copyto(dc, np.float32(np.nan), where=reject)
+        m_new = mm[rows] - n_out[hit]
+        # rows the next round provably leaves alone are final now
+        more = m_new > 2
+        more &= ~_settled(s, rows, dc, ww[rows], m_new, n_out[hit], kf, af)
+        if act_rows is not None:
+            rows = act_rows[rows]
+        d[rows] = dc
+        m[rows] = m_new
+        act = rows[more]
+    return act
 
 
-#: pixels per inner block: keeps a block's (pixels x frames) arrays in cache (~ 80k values)
-_INNER_VALUES = 80_000
+def _settled(s, loc, dv, sv, m, r, kf, af):
+    """True for rows whose next clipping round cannot reject anything (so need not be run).
+
+    ``s`` = this round's row-sorted values (members first), ``loc`` = the rows, ``dv``/``sv`` =
+    their data (NaN for non-members) and sqrt(w) after this round, ``m`` = members left (> 2),
+    ``r`` = values just removed. Removing r values moves each order statistic by at most r
+    places (``s[j] <= s'[j] <= s[j + r]``), so the next median lies between the medians ``a``
+    and ``b`` below, computed as :func:`_sorted_median` computes medians. Every float32 step of
+    ``u`` is monotonic in the median, so ``u`` evaluated at the worse end of [a, b] for each
+    value bounds the next round's ``u`` from above; a row where this bound is <= k for every
+    member has no candidate in the next round (the threshold is >= k), exactly as if the
+    round had been run.
+    """
+    N = s.shape[1]
+    flat = s.ravel()
+    base = loc.astype(np.int64) * N
+    lo, hi = np.maximum(m - 1, 0) // 2, np.minimum(m // 2, N - 1)
+    a = 0.5 * (flat.take(base + lo).astype(np.float64) + flat.take(base + hi).astype(np.float64))
+    b = 0.5 * (flat.take(base + np.minimum(lo + r, N - 1)).astype(np.float64)
+               + flat.take(base + np.minimum(hi + r, N - 1)).astype(np.float64))
+    a32, b32 = a.astype(np.float32)[:, None], b.astype(np.float32)[:, None]
+    z = np.subtract(dv, a32)
+    np.abs(z, out=z)
+    t = np.subtract(dv, b32)
+    np.abs(t, out=t)
+    np.maximum(z, t, out=z)
+    z *= sv
+    if af > 0:
+        m_abs = np.minimum(np.abs(a32), np.abs(b32))
+        m_abs[(a32 <= 0) & (b32 >= 0)] = 0
+        np.multiply(sv, af * m_abs, out=t)
+        z -= t
+    # every value either passes or is a non-member (NaN data); a NaN bound for a member fails
+    fail = z <= kf
+    np.logical_not(fail, out=fail)
+    return _row_counts(fail) == N - m
 
 
-def _combine_pixels(Dt, Wt, clip_sigma, max_iters, ampfrac):
-    """Combine pixel-major arrays Dt, Wt of shape (P, N): returns stack, unc, cov (P,), n_rejected."""
-    P, N = Dt.shape
+def _weighted_sums(d, w, c, scratch):
+    """Stack and uncertainty of rows with survivors ``c``; ``d`` NaN for non-members (d, w modified)."""
+    bad = np.isnan(d)
+    if bad.any():
+        np.copyto(w, np.float32(0), where=bad)
+        np.copyto(d, np.float32(0), where=bad)
+    # float64 sums; einsum's per-row loop does not depend on the number of rows (BLAS would), so
+    # no result depends on the chunking
+    (w64,) = scratch.get(d.shape[0], ("w64", np.float64))
+    np.copyto(w64, w)
+    sw = np.einsum("ij->i", w64)
+    w *= d
+    np.copyto(w64, w)
+    swd = np.einsum("ij->i", w64)
+    with np.errstate(divide="ignore"):
+        return np.where(c > 0, swd / sw, np.nan), np.where(c > 0, 1.0 / np.sqrt(sw), np.nan)
+
+
+#: values (pixels x frames) per inner block: large enough that each numpy call does real work
+#: (the per-block cost of ~100 calls was 4 ns/value at 80k values), small enough for L2/L3 cache
+_INNER_VALUES = 200_000
+
+
+def _combine_frames(D, W, clip_sigma, max_iters, ampfrac):
+    """Combine frame-major arrays D, W of shape (N, P): returns stack, unc, cov (P,), n_rejected.
+
+    Each inner block of pixels is copied to a contiguous frame-major float32 scratch array and
+    transposed to pixel-major in cache (a direct strided transposition out of a large buffer was
+    5x slower), so any dtype, byte order and strides are accepted. The first clipping round runs
+    on the whole block; the few pixels that lost a value are queued and their later rounds run
+    together once a block's worth has gathered (each numpy call then does enough work).
+    """
+    N, P = D.shape
     stack = np.empty(P, np.float32)
     unc = np.empty(P, np.float32)
     cov = np.empty(P, np.int16)
     nrej = 0
-    step = max(1, _INNER_VALUES // N)
-    with np.errstate(invalid="ignore"):  # NaN data and weights, inf - inf where no valid values
+    step = max(1, min(P, _INNER_VALUES // N))
+    nan, zero = np.float32(np.nan), np.float32(0)
+    # frame-major copy of a block; its row stride is an odd number of cache lines, so that the
+    # transposition (reading one value from each of N rows) does not keep hitting the same cache sets
+    lines = -(-step // 16) | 1
+    fm = np.empty((N, lines * 16), np.float32)
+    scratch = _Scratch(N)
+    queue, queued = [], 0  # (pixel index, d, w, sqrt w, members) of rows needing further rounds
+
+    def flush():
+        nonlocal nrej, queue, queued
+        idx, d, w, sqw, m = (np.concatenate(a) for a in zip(*queue))
+        queue, queued = [], 0
+        m0 = int(m.sum())
+        _clip_rounds(d, sqw, m, np.arange(m.size), max_iters - 1, clip_sigma, ampfrac, scratch)
+        stack[idx], unc[idx] = _weighted_sums(d, w, m, scratch)
+        cov[idx] = m
+        nrej += m0 - int(m.sum())
+
+    with np.errstate(invalid="ignore"):  # NaN data and weights, sqrt of negative weights
         for p0 in range(0, P, step):
-            d, w = Dt[p0:p0 + step], Wt[p0:p0 + step]
-            valid = w > 0
-            valid &= w < np.inf
-            valid &= np.isfinite(d)
-            count = _row_counts(valid)
-            sqw = np.sqrt(w)
-            np.copyto(sqw, np.float32(0), where=~valid)
+            p1 = min(p0 + step, P)
+            p = p1 - p0
+            d, w, sqw, bad, tmp = scratch.get(p, ("d", np.float32), ("w", np.float32), ("sqw", np.float32),
+                                              ("bad", bool), ("tmp", bool))
+            np.copyto(fm[:, :p], D[:, p0:p1], casting="unsafe")
+            np.copyto(d, fm[:, :p].T)
+            np.copyto(fm[:, :p], W[:, p0:p1], casting="unsafe")
+            np.copyto(w, fm[:, :p].T)
+            # members: finite data with finite weight > 0; d is NaN for every non-member from here on
+            np.greater(w, 0, out=bad)
+            np.less(w, np.inf, out=tmp)
+            bad &= tmp
+            np.isfinite(d, out=tmp)
+            bad &= tmp
+            np.logical_not(bad, out=bad)
+            if bad.any():
+                np.copyto(d, nan, where=bad)
+                np.copyto(w, zero, where=bad)
+                count = N - _row_counts(bad)
+            else:
+                count = np.full(p, N, np.int32)
             n_valid = int(count.sum())
-            keep = _clip_keep(d, sqw, valid, count, clip_sigma, max_iters, ampfrac)  # may modify its inputs
-            drop = ~keep
-            wk = w.copy()
-            np.copyto(wk, np.float32(0), where=drop)
-            sw = _row_sums64(wk)
-            dk = d.copy()
-            np.copyto(dk, np.float32(0), where=drop)
-            wk *= dk
-            swd = _row_sums64(wk)
-            c = _row_counts(keep)
-            with np.errstate(divide="ignore"):
-                stack[p0:p0 + step] = np.where(c > 0, swd / sw, np.nan)
-                unc[p0:p0 + step] = np.where(c > 0, 1.0 / np.sqrt(sw), np.nan)
-            cov[p0:p0 + step] = c
-            nrej += n_valid - int(c.sum())
+            np.sqrt(w, out=sqw)
+            act = np.flatnonzero(count > 2)  # 0, 1 or 2 values: nothing can be rejected
+            more = _clip_rounds(d, sqw, count, act, min(max_iters, 1), clip_sigma, ampfrac, scratch)
+            if max_iters > 1 and more.size:
+                queue.append((p0 + more, d[more], w[more], sqw[more], count[more]))
+                queued += more.size
+            stack[p0:p1], unc[p0:p1] = _weighted_sums(d, w, count, scratch)  # queued rows: redone later
+            cov[p0:p1] = count
+            nrej += n_valid - int(count.sum())
+            if queued >= step:
+                flush()
+        if queued:
+            flush()
     return stack, unc, cov, nrej
 
 
@@ -228,9 +360,8 @@ def combine_stack(data: np.ndarray, weight: np.ndarray, *, clip_sigma: float = 3
         raise ValueError(f"data and weight must be (N, ny, nx) of equal shape, got {data.shape} and {weight.shape}")
     _check_clip(clip_sigma, max_iters, clip_ampfrac)
     N, ny, nx = data.shape
-    Dt = np.ascontiguousarray(data.reshape(N, -1).T, dtype=np.float32)
-    Wt = np.ascontiguousarray(weight.reshape(N, -1).T, dtype=np.float32)
-    stack, unc, cov, nrej = _combine_pixels(Dt, Wt, float(clip_sigma), int(max_iters), float(clip_ampfrac))
+    stack, unc, cov, nrej = _combine_frames(data.reshape(N, -1), weight.reshape(N, -1), float(clip_sigma),
+                                            int(max_iters), float(clip_ampfrac))
     return CoaddArrays(stack=stack.reshape(ny, nx), uncertainty=unc.reshape(ny, nx), coverage=cov.reshape(ny, nx),
                        n_rejected=nrej)
 
@@ -266,12 +397,17 @@ class _RowReader:
         self.fh = stack.enter_context(open(self.path, "rb"))
 
     def read(self, r0: int, r1: int, out: np.ndarray) -> None:
-        buf = np.empty((r1 - r0, self.shape[1]), dtype=self.dtype)
+        """Rows ``r0:r1`` into ``out``, a C-contiguous native float32 array of r1 - r0 rows."""
+        direct = self.dtype.itemsize == 4  # big-endian float32 bytes go straight into ``out``
+        buf = out if direct else np.empty((r1 - r0, self.shape[1]), dtype=self.dtype)
         self.fh.seek(self.offset + r0 * self.shape[1] * self.dtype.itemsize)
         n = self.fh.readinto(memoryview(buf).cast("B"))
         if n != buf.nbytes:
             raise ValueError(f"{self.path}: truncated image data (rows {r0}:{r1})")
-        out[...] = buf
+        if not direct:
+            out[...] = buf
+        elif np.little_endian:
+            out.byteswap(inplace=True)
 
 
 def _wcs_signature(hdr):
@@ -331,17 +467,16 @@ def co_add(reprojected_paths: list, weight_paths: list, *, out_dir=None, name: s
         cov = np.empty((ny, nx), np.int16)
         n_rej = 0
         N = len(frames)
-        Dbuf = np.empty((plan.chunk_rows * nx, N), np.float32)
+        Dbuf = np.empty((N, plan.chunk_rows * nx), np.float32)  # frame-major: contiguous reads
         Wbuf = np.empty_like(Dbuf)
         for r0 in range(0, ny, plan.chunk_rows):
             r1 = min(r0 + plan.chunk_rows, ny)
             P = (r1 - r0) * nx
-            Dt, Wt = Dbuf[:P], Wbuf[:P]
+            Df, Wf = Dbuf[:, :P], Wbuf[:, :P]
             for i, (fr, wr) in enumerate(zip(frames, weights)):
-                # column i of the pixel-major buffer, viewed as (rows, nx): transpose while reading
-                fr.read(r0, r1, Dt[:, i].reshape(r1 - r0, nx))
-                wr.read(r0, r1, Wt[:, i].reshape(r1 - r0, nx))
-            s_, u_, c_, nr = _combine_pixels(Dt, Wt, float(clip_sigma), int(max_iters), float(clip_ampfrac))
+                fr.read(r0, r1, Df[i].reshape(r1 - r0, nx))
+                wr.read(r0, r1, Wf[i].reshape(r1 - r0, nx))
+            s_, u_, c_, nr = _combine_frames(Df, Wf, float(clip_sigma), int(max_iters), float(clip_ampfrac))
             stack[r0:r1], unc[r0:r1], cov[r0:r1] = (v.reshape(r1 - r0, nx) for v in (s_, u_, c_))
             n_rej += nr
         hdr = fits.Header()

@@ -253,6 +253,72 @@ def test_streaming_co_add_equals_the_in_memory_reference(tmp_path, n):
     assert coAdd is co_add
 
 
+def _stack_needing_three_rounds(rng, n, shape):
+    """Heterogeneous noise and many one-sided outliers of every size (each round's rejections
+    shift the median and MAD enough that rounds 2 and 3 still reject values)."""
+    sigma = rng.uniform(0.5, 3.0, (n, 1, 1))
+    D = (100.0 + sigma * rng.standard_normal((n, *shape))).astype(np.float32)
+    W = (1.0 / sigma**2 * rng.uniform(0.8, 1.2, (n, *shape))).astype(np.float32)
+    hit = rng.random(D.shape) < 0.25
+    D[hit] += (sigma * rng.uniform(2.0, 40.0, D.shape))[hit]
+    D[rng.random(D.shape) < 0.02] = np.nan
+    W[rng.random(W.shape) < 0.02] = 0.0
+    return D, W
+
+
+def test_pixels_settled_early_or_batched_match_every_round_on_every_pixel(monkeypatch):
+    from server import coadd
+
+    rng = np.random.default_rng(7)
+    D, W = _stack_needing_three_rounds(rng, 40, (24, 50))
+    ref_stack, ref_unc, ref_cov = reference_combine(D, W)  # every round on every pixel, until unchanged
+    assert not np.array_equal(combine_stack(D, W, max_iters=2).coverage, ref_cov)  # round 3 matters here
+    outcomes = []
+    settled = coadd._settled
+
+    def spy(*args):
+        out = settled(*args)
+        outcomes.append(out)
+        return out
+
+    monkeypatch.setattr(coadd, "_settled", spy)
+    monkeypatch.setattr(coadd, "_INNER_VALUES", 40 * 64)  # many blocks, queues flushed across blocks
+    res = combine_stack(D, W)
+    decided = np.concatenate(outcomes)
+    assert decided.any() and not decided.all()  # both paths taken
+    assert np.array_equal(res.coverage, ref_cov)
+    ok = np.isfinite(ref_stack)
+    assert np.array_equal(np.isfinite(res.stack), ok)
+    np.testing.assert_allclose(res.stack[ok], ref_stack[ok], rtol=1e-6)
+    np.testing.assert_allclose(res.uncertainty[ok], ref_unc[ok], rtol=1e-6)
+    # without the shortcut (every changed pixel runs the next round) the result is bit-identical
+    monkeypatch.setattr(coadd, "_settled", lambda s, loc, *rest: np.zeros(loc.size, bool))
+    full = combine_stack(D, W)
+    assert np.array_equal(full.stack, res.stack, equal_nan=True) and np.array_equal(full.coverage, res.coverage)
+    assert np.array_equal(full.uncertainty, res.uncertainty, equal_nan=True) and full.n_rejected == res.n_rejected
+
+
+def test_float64_and_big_endian_inputs_give_the_float32_result(tmp_path):
+    rng = np.random.default_rng(11)
+    shape = (17, 19)
+    D, W = _stack_needing_three_rounds(rng, 7, shape)
+    ref = combine_stack(D, W)
+    be = combine_stack(D.astype(">f8"), W.astype(">f8"))
+    for a, b in ((ref.stack, be.stack), (ref.uncertainty, be.uncertainty), (ref.coverage, be.coverage)):
+        assert np.array_equal(a, b, equal_nan=True)
+    hdr = _grid_header(shape)
+    paths, wpaths = [], []
+    for i in range(len(D)):  # BITPIX -64 frames take the converting read path
+        paths.append(str(tmp_path / f"d{i}.fits"))
+        wpaths.append(str(tmp_path / f"w{i}.fits"))
+        fits.PrimaryHDU(D[i].astype(np.float64), header=hdr).writeto(paths[-1])
+        fits.PrimaryHDU(W[i].astype(np.float64), header=hdr).writeto(wpaths[-1])
+    res = co_add(paths, wpaths, out_dir=tmp_path / "out", chunk_rows=5)
+    assert np.array_equal(fits.getdata(res["stacked_path"]), ref.stack, equal_nan=True)
+    assert np.array_equal(fits.getdata(res["coverage_path"]), ref.coverage)
+    assert res["n_rejected"] == ref.n_rejected
+
+
 def test_single_frame_stack_is_the_frame_itself(tmp_path):
     rng = np.random.default_rng(5)
     shape = (20, 25)
