@@ -1,7 +1,9 @@
 """Fast reprojection of one image (or one output tile) onto a reference WCS grid.
 
-Runs on volunteers' machines (frozen): imports numpy and astropy only (plus ``reproject``, lazily,
-for ``method="exact"``).
+Runs on volunteers' machines (frozen): imports numpy only. TAN and TAN-SIP headers (nearly every
+plate-solved frame, and our output grids) are mapped by :mod:`app.tanwcs`; astropy.wcs is imported
+only for other projections, for WCS objects passed in, for pairs in different celestial frames,
+and ``reproject`` only for ``method="exact"``.
 
 How it works
 ------------
@@ -10,21 +12,28 @@ How it works
    ``reproject_interp`` most of its time. We evaluate it exactly only on a coarse grid of *nodes*
    every ``step`` output pixels and interpolate between nodes with a separable 4-point cubic
    Lagrange interpolant (exact for cubic polynomials, local: a pixel depends on its 4 x 4
-   surrounding nodes only).
+   surrounding nodes only). Separable evaluation: along x once per node row (one row in
+   ``step``), then along y per output row as a cubic in Horner form, 6 float64 operations per
+   pixel and coordinate.
 2. **Error bound.** :func:`plan_mapping` checks the interpolant against the exact transform at all
    half-step points (cell centres and edge midpoints; at least every 16 output px) that land on
    the input frame, starting from ``step = 64`` and halving until the largest error is
    ``<= tolerance_px`` (default **0.01 px**). If even ``step = 4`` fails, the exact per-pixel transform is used (``step = 1``).
-3. **Sampling.** Bilinear (our own vectorised gather from w*d and w planes, in 256 x 256 output
-   blocks so a block's input footprint stays in cache) of the data *and* of the weight map.
+3. **Sampling.** Bilinear, our own vectorised gather from w*d and w planes, in output blocks of
+   32 rows x 1024 columns (reused buffers that stay in cache), of the data *and* of the weight map.
    Input pixels that are NaN, non-finite or have weight <= 0 are *invalid* and count as weight 0.
    We use a **weight-renormalised bilinear** rule: with bilinear coefficients c_k and input weights w_k of the four neighbours, the output value is ``sum(c_k w_k d_k) / sum(c_k w_k)``
-   and the output weight is ``sum(c_k w_k)``. With a uniform weight map this is plain bilinear
-   interpolation (what ``reproject_interp`` does); next to masked pixels and frame edges the value
-   comes from the valid neighbours only and the weight falls smoothly to 0. If all four neighbours
-   are invalid the output is NaN with weight 0.
+   and the output weight is ``sum(c_k w_k)``, both evaluated as two lerps along x and one along y
+   in float32. With a uniform weight map this is plain bilinear interpolation (what
+   ``reproject_interp`` does); next to masked pixels and frame edges the value comes from the
+   valid neighbours only and the weight falls smoothly to 0. If all four neighbours are invalid
+   the output is NaN with weight 0. A block whose samples all fall on weight-1 pixels skips the
+   weight plane: its lerps would give exactly 1.0, so the result is the same bit for bit.
 4. **Footprint.** An output pixel is in the footprint when its centre maps inside the input frame
    (``-0.5 <= x <= nx - 0.5``). Outside the footprint data are NaN and weights 0.
+
+Every step is elementwise IEEE arithmetic in numpy (no BLAS, whose kernels and FMA use differ
+between CPUs), so results are the same on every machine.
 
 Units: by default values are interpolated like ``reproject_interp`` (surface brightness per *input*
 pixel). With ``conserve_flux=True`` each value is multiplied by the local ratio of output to input
@@ -39,7 +48,9 @@ The node grid is anchored to the *global* output grid (nodes sit at output pixel
 so no point depends on which others are evaluated with it), and the bilinear weights depend only on
 the fractional part of the input coordinate. A tile computed from a cutout with a >= 2 px margin
 (see :func:`cutout_for_tile`) with the frame's ``step`` from :func:`plan_mapping` is therefore
-**bitwise identical** to the same pixels of the whole-frame result.
+**bitwise identical** to the same pixels of the whole-frame result. Which implementation maps a
+pair (app.tanwcs or astropy) depends only on the header contents (WCS objects always take the
+astropy path), so pass header cards on both sides, as the server and the work generator do.
 
 ``cutout_wcs_header`` in :func:`reproject_tile` is the WCS of the *full input frame* the cutout was
 cut from (not re-centred); ``cutout_origin`` says where the cutout's pixel (0, 0) sits in that frame.
@@ -53,11 +64,16 @@ from __future__ import annotations
 import math
 import warnings
 from dataclasses import dataclass
-from typing import Mapping
+from typing import TYPE_CHECKING, Mapping
 
 import numpy as np
-from astropy.io import fits
-from astropy.wcs import WCS, FITSFixedWarning
+
+from app.sampling import Planes, Work, block_shape, sample_block
+from app.tanwcs import TanSip, tan_sip_from_cards
+
+if TYPE_CHECKING:
+    from astropy.io import fits
+    from astropy.wcs import WCS
 
 __all__ = [
     "DEFAULT_TOLERANCE_PX",
@@ -75,7 +91,7 @@ __all__ = [
 DEFAULT_TOLERANCE_PX = 0.01
 CANDIDATE_STEPS = (64, 32, 16, 8, 4)
 _CHECK_SPACING = 16  # check points at least this dense [output px]
-_BLOCK = 256  # output pixels per side of a processing block
+_MAP_CHUNK = 8192  # points per chunk of the exact (numpy) mapping
 _INVERSE_ITERATIONS = 20
 _INVERSE_TOLERANCE_PX = 1e-6
 _METHODS = ("bilinear", "exact")
@@ -106,6 +122,9 @@ class TileResult:
 # --------------------------------------------------------------------------------------- WCS
 def as_wcs(header: "WCS | fits.Header | Mapping") -> WCS:
     """A 2-D celestial WCS from a WCS, a FITS header, or a plain dict of header cards."""
+    from astropy.io import fits
+    from astropy.wcs import WCS, FITSFixedWarning
+
     if isinstance(header, WCS):
         wcs = header
     elif isinstance(header, (fits.Header, Mapping)):
@@ -118,6 +137,29 @@ def as_wcs(header: "WCS | fits.Header | Mapping") -> WCS:
     if not wcs.has_celestial or wcs.naxis != 2:
         raise ValueError(f"not a 2-D celestial WCS (CTYPE={list(wcs.wcs.ctype)})")
     return wcs
+
+
+def _mappers(output_wcs, input_wcs):
+    """The pair as :class:`app.tanwcs.TanSip` when both are TAN(-SIP) headers it models in the same
+    celestial frame (no astropy import at all), else as astropy WCS objects (wcslib).
+
+    The choice depends only on the header contents, so a tile (headers from a work unit) and the
+    whole frame (headers from the server) always use the same implementation. WCS objects always
+    take the astropy path.
+    """
+    def tan(h):
+        if isinstance(h, TanSip):
+            return h
+        if hasattr(h, "keys") and hasattr(h, "get") and not hasattr(h, "wcs"):  # dict or FITS Header
+            return tan_sip_from_cards(h)
+        return None
+
+    out_t, in_t = tan(output_wcs), tan(input_wcs)
+    if out_t is not None and in_t is not None and out_t.frame == in_t.frame:
+        return out_t, in_t
+    if isinstance(output_wcs, TanSip) or isinstance(input_wcs, TanSip):
+        raise TypeError("TanSip mappings can only be paired with a TanSip mapping in the same frame")
+    return as_wcs(output_wcs), as_wcs(input_wcs)
 
 
 def _has_distortion(wcs: WCS) -> bool:
@@ -150,9 +192,18 @@ def _world_to_pixel(wcs: WCS, lon: np.ndarray, lat: np.ndarray) -> tuple[np.ndar
     return pix0[:, 0].reshape(lon.shape), pix0[:, 1].reshape(lon.shape)
 
 
-def exact_mapping(output_wcs: WCS, input_wcs: WCS, y: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def exact_mapping(output_wcs, input_wcs, y: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Exact input pixel coordinates (yin, xin) of output pixel coordinates (y, x); 0-based."""
     y, x = np.broadcast_arrays(np.asarray(y, float), np.asarray(x, float))
+    if isinstance(output_wcs, TanSip) and isinstance(input_wcs, TanSip):
+        # in chunks: every point is independent, and small temporaries are recycled by the
+        # allocator instead of faulting in fresh pages (a fresh process pays for every new page)
+        xf, yf = x.ravel(), y.ravel()
+        yin, xin = np.empty(xf.size), np.empty(xf.size)
+        for i in range(0, xf.size, _MAP_CHUNK):
+            sl = slice(i, i + _MAP_CHUNK)
+            xin[sl], yin[sl] = input_wcs.world_to_pixel(*output_wcs.pixel_to_world(xf[sl], yf[sl]))
+        return yin.reshape(y.shape), xin.reshape(y.shape)
     world = output_wcs.all_pix2world(np.column_stack([x.ravel(), y.ravel()]), 0)
     lon = world[:, output_wcs.wcs.lng]
     lat = world[:, output_wcs.wcs.lat]
@@ -168,14 +219,35 @@ def exact_mapping(output_wcs: WCS, input_wcs: WCS, y: np.ndarray, x: np.ndarray)
 
 
 # ------------------------------------------------------------------------ interpolated mapping
-def _lagrange_weights(t: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """4-point cubic Lagrange weights for nodes at -1, 0, 1, 2 and 0 <= t < 1."""
-    tm1, tp1, tm2 = t - 1.0, t + 1.0, t - 2.0
-    return (-t * tm1 * tm2 / 6.0, tp1 * tm1 * tm2 / 2.0, -tp1 * t * tm2 / 2.0, tp1 * t * tm1 / 6.0)
+def _cubic_coefficients(v0, v1, v2, v3):
+    """Power-basis coefficients (c0, c1, c2, c3) of the cubic through (-1, v0), (0, v1), (1, v2), (2, v3)."""
+    c2 = 0.5 * (v0 + v2) - v1
+    c3 = (v3 - v0) / 6.0 + 0.5 * (v1 - v2)
+    c1 = v2 - v1 - c2 - c3
+    return v1, c1, c2, c3
+
+
+def _horner(coeffs, t, out=None):
+    """c0 + t (c1 + t (c2 + t c3)), broadcasting; the same operations in the same order everywhere."""
+    c0, c1, c2, c3 = coeffs
+    u = np.multiply(c3, t, out=out)
+    u += c2
+    u *= t
+    u += c1
+    u *= t
+    u += c0
+    return u
 
 
 class _NodeGrid:
-    """Exact mapping values at global nodes (multiples of ``step``) covering rows/cols of a region."""
+    """Exact mapping values at global nodes (multiples of ``step``) covering rows/cols of a region.
+
+    Interpolation is separable and done in two passes: along x at every node row for the wanted
+    columns (:meth:`along_x`, cheap: one row in ``step``), then along y for each output row
+    (:meth:`along_y`). Within one node cell a row is 6 multiply-adds per pixel (a cubic in Horner
+    form). Every value depends only on its global (row, col) and the node values, never on which
+    other pixels are evaluated with it.
+    """
 
     def __init__(self, output_wcs, input_wcs, step, y0, y1, x0, x1, with_jacobian=False):
         self.step = step
@@ -199,22 +271,29 @@ class _NodeGrid:
             # output pixel area / input pixel area = |det d(in)/d(out)| (input pixels per output pixel)
             self.area = np.abs(dxin_dx * dyin_dy - dxin_dy * dyin_dx)
 
-    def _axis(self, coords: np.ndarray, origin: int):
+    def _cell(self, coords, origin):
+        """Index of the node at t = -1 (relative to ``origin``) and t = fraction of the cell (exact)."""
         cell = np.floor_divide(coords, self.step)
-        t = (coords - cell * self.step) / float(self.step)
-        return cell - 1 - origin, _lagrange_weights(t.astype(float))
+        return cell - 1 - origin, (coords - cell * self.step) / float(self.step)
+
+    def along_x(self, field: np.ndarray, cols: np.ndarray) -> np.ndarray:
+        """(node rows, cols): ``field`` interpolated along x at every node row."""
+        lx, t = self._cell(np.asarray(cols, dtype=np.int64), self.ix0)
+        return _horner(_cubic_coefficients(*(field[:, lx + m] for m in range(4))), t)
+
+    @staticmethod
+    def y_cubics(bx: np.ndarray):
+        """Cubic coefficients along y of every node cell, from :meth:`along_x` output (4 arrays)."""
+        return _cubic_coefficients(bx[:-3], bx[1:-2], bx[2:-1], bx[3:])
+
+    def along_y(self, cubics, rows: np.ndarray) -> np.ndarray:
+        """(rows, cols) from :meth:`y_cubics` output, for any global rows."""
+        ly, s = self._cell(np.asarray(rows, dtype=np.int64), self.iy0)
+        return _horner([c[ly] for c in cubics], s[:, None])
 
     def evaluate(self, field: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
         """Interpolate a node field at the grid rows x cols (global integer output pixels)."""
-        ly, wy = self._axis(rows, self.iy0)
-        lx, wx = self._axis(cols, self.ix0)
-        a = wy[0][:, None] * field[ly]
-        for m in (1, 2, 3):
-            a = a + wy[m][:, None] * field[ly + m]
-        out = wx[0][None, :] * a[:, lx]
-        for m in (1, 2, 3):
-            out = out + wx[m][None, :] * a[:, lx + m]
-        return out
+        return self.along_y(self.y_cubics(self.along_x(field, cols)), rows)
 
 
 def interpolated_mapping(output_wcs, input_wcs, step, rows, cols):
@@ -262,7 +341,7 @@ def plan_mapping(input_wcs, output_wcs, bounds, frame_box, *, tolerance_px=DEFAU
     """
     if not tolerance_px > 0:
         raise ValueError(f"tolerance_px must be > 0, got {tolerance_px!r}")
-    in_wcs, out_wcs = as_wcs(input_wcs), as_wcs(output_wcs)
+    out_wcs, in_wcs = _mappers(output_wcs, input_wcs)
     bounds = _check_bounds(bounds, "bounds")
     steps = CANDIDATE_STEPS
     if start_step is not None:
@@ -298,7 +377,7 @@ def cutout_for_tile(input_shape, input_wcs, output_wcs, tile_bounds, margin_px: 
         raise ValueError(f"margin_px must be >= 2 for tile/whole-frame equality, got {margin_px!r}")
     ny, nx = (int(v) for v in input_shape)
     y0, y1, x0, x1 = _check_bounds(tile_bounds, "tile_bounds")
-    in_wcs, out_wcs = as_wcs(input_wcs), as_wcs(output_wcs)
+    out_wcs, in_wcs = _mappers(output_wcs, input_wcs)
     ys = np.unique(np.concatenate([np.arange(y0, y1, 16), [y1 - 1]]))
     xs = np.unique(np.concatenate([np.arange(x0, x1, 16), [x1 - 1]]))
     ey = np.arange(y0, y1)
@@ -340,64 +419,6 @@ def _prepare_input(data, weight):
     return wd, vw
 
 
-def _padded_planes(data, weight):
-    """Flattened (h+2)*(w+2) float32 planes of w*d and w (invalid pixels: 0) with a zero border."""
-    data = np.asarray(data)
-    if data.ndim != 2:
-        raise ValueError(f"input data must be 2-D, got shape {data.shape}")
-    h, w = data.shape
-    planes = np.zeros((2, h + 2, w + 2), dtype=np.float32)
-    pd, pw = planes[0, 1:-1, 1:-1], planes[1, 1:-1, 1:-1]
-    if weight is None:
-        pw[...] = 1.0
-    else:
-        weight = np.asarray(weight)
-        if weight.ndim != 2 or weight.shape != data.shape:
-            raise ValueError(f"weight shape {weight.shape} != data shape {data.shape}")
-        np.copyto(pw, weight, casting="unsafe")
-        with np.errstate(invalid="ignore"):
-            pw[~(pw > 0)] = 0.0  # negative and NaN weights
-    with np.errstate(invalid="ignore", over="ignore"):
-        np.multiply(data, pw, out=pd, casting="unsafe")
-    bad = ~np.isfinite(pd)  # NaN/inf data, inf weights
-    if bad.any():
-        pd[bad] = 0.0
-        pw[bad] = 0.0
-    return planes[0].reshape(-1), planes[1].reshape(-1), w + 2
-
-
-def _bilinear_pairs(pd, pw, width, yc, xc):
-    """Bilinear samples of both planes at cutout coordinates (-0.5 <= c <= n - 0.5).
-
-    The weights depend only on the fractional parts of the coordinates, so integer shifts of the
-    cutout origin do not change a single bit of the result. Weights and sums are float32.
-    """
-    iy = np.floor(yc)
-    ix = np.floor(xc)
-    fy = (yc - iy).astype(np.float32).reshape(-1)
-    fx = (xc - ix).astype(np.float32).reshape(-1)
-    idx = iy.astype(np.int64).reshape(-1)
-    idx += 1
-    idx *= width
-    idx += ix.astype(np.int64).reshape(-1)
-    idx += 1
-    gy = np.float32(1) - fy
-    gx = np.float32(1) - fx
-    corners = ((idx, gy * gx), (idx + 1, gy * fx), (idx + width, fy * gx), (idx + (width + 1), fy * fx))
-    sd = sw = None
-    for at, c in corners:
-        td = pd.take(at)
-        td *= c
-        tw = pw.take(at)
-        tw *= c
-        if sd is None:
-            sd, sw = td, tw
-        else:
-            sd += td
-            sw += tw
-    return sd, sw
-
-
 def reproject_tile(cutout_data, cutout_weight, cutout_wcs_header, cutout_origin, output_wcs_header,
                    tile_bounds, *, method: str = "bilinear", step: int | None = None,
                    conserve_flux: bool = False, tolerance_px: float = DEFAULT_TOLERANCE_PX) -> TileResult:
@@ -410,7 +431,7 @@ def reproject_tile(cutout_data, cutout_weight, cutout_wcs_header, cutout_origin,
     """
     if method not in _METHODS:
         raise ValueError(f"method must be one of {_METHODS}, got {method!r}")
-    in_wcs, out_wcs = as_wcs(cutout_wcs_header), as_wcs(output_wcs_header)
+    out_wcs, in_wcs = _mappers(output_wcs_header, cutout_wcs_header)
     ty0, ty1, tx0, tx1 = bounds = _check_bounds(tile_bounds, "tile_bounds")
     try:
         oy, ox = (int(v) for v in cutout_origin)
@@ -425,43 +446,54 @@ def reproject_tile(cutout_data, cutout_weight, cutout_wcs_header, cutout_origin,
     frame_box = (oy, oy + h, ox, ox + w)
     plan = plan_mapping(in_wcs, out_wcs, bounds, frame_box, tolerance_px=tolerance_px, start_step=step)
     if method == "exact":
-        return _reproject_tile_exact(cutout_data, cutout_weight, in_wcs, (oy, ox), out_wcs, bounds, plan, conserve_flux)
+        return _reproject_tile_exact(cutout_data, cutout_weight, as_wcs(cutout_wcs_header), (oy, ox),
+                                     as_wcs(output_wcs_header), bounds, plan, conserve_flux)
 
     H, W = ty1 - ty0, tx1 - tx0
-    out_d = np.full((H, W), np.nan, dtype=np.float32)
-    out_w = np.zeros((H, W), dtype=np.float32)
-    foot = np.zeros((H, W), dtype=bool)
-    pd, pw, width = _padded_planes(cutout_data, cutout_weight)
+    out_d = np.empty((H, W), dtype=np.float32)
+    out_w = np.empty((H, W), dtype=np.float32)
+    foot = np.empty((H, W), dtype=bool)
+    planes = Planes(cutout_data, cutout_weight)
+    cols = np.arange(tx0, tx1)
+    nrows, ncols = block_shape(plan.step)
+    work = Work(nrows * ncols)
     grid = None
     if plan.step > 1:
         grid = _NodeGrid(out_wcs, in_wcs, plan.step, ty0, ty1, tx0, tx1, with_jacobian=conserve_flux)
-    # square blocks keep the input footprint of a block in cache (rotated frames)
-    for r0 in range(ty0, ty1, _BLOCK):
-        rows = np.arange(r0, min(r0 + _BLOCK, ty1))
-        for c0 in range(tx0, tx1, _BLOCK):
-            cols = np.arange(c0, min(c0 + _BLOCK, tx1))
+        # per field: cubic coefficients along y of every node cell, at every column of the tile
+        fields = [grid.y_cubics(grid.along_x(f, cols))
+                  for f in ((grid.yin, grid.xin, grid.area) if conserve_flux else (grid.yin, grid.xin))]
+    r0 = ty0
+    while r0 < ty1:
+        r1 = min(ty1, (r0 // nrows + 1) * nrows)  # block edges at global multiples of nrows
+        rows = np.arange(r0, r1)
+        if grid is not None:
+            s = ((rows - (r0 // plan.step) * plan.step) / float(plan.step))[:, None]  # exact
+            cell = r0 // plan.step - 1 - grid.iy0  # the node cell holding this block (its node at t = -1)
+            coeffs = [[c[cell] for c in cubics] for cubics in fields]
+        for c0 in range(0, W, ncols):
+            c1 = min(W, c0 + ncols)
+            blk = (slice(r0 - ty0, r1 - ty0), slice(c0, c1))
+            area = None
             if grid is not None:
-                yin, xin = grid.evaluate(grid.yin, rows, cols), grid.evaluate(grid.xin, rows, cols)
+                mapped = []
+                for i, cf in enumerate(coeffs):
+                    # a private copy of this block's coefficients: slices of the big coefficient
+                    # arrays share page offsets with the output buffer (4K aliasing, 3x slower)
+                    local = work.get(f"coef{i}", np.float64, (4, c1 - c0))
+                    for n, c in enumerate(cf):
+                        local[n] = c[c0:c1]
+                    mapped.append(_horner(local, s, out=work.get(f"map{i}", np.float64, (rows.size, c1 - c0))))
+                yin, xin = mapped[0], mapped[1]
+                if conserve_flux:
+                    area = mapped[2]
             else:
-                gy, gx = np.meshgrid(rows.astype(float), cols.astype(float), indexing="ij")
+                gy, gx = np.meshgrid(rows.astype(float), cols[c0:c1].astype(float), indexing="ij")
                 yin, xin = exact_mapping(out_wcs, in_wcs, gy, gx)
-            yc, xc = yin - oy, xin - ox
-            inside = (yc >= -0.5) & (yc <= h - 0.5) & (xc >= -0.5) & (xc <= w - 0.5)
-            blk = (slice(r0 - ty0, r0 - ty0 + rows.size), slice(c0 - tx0, c0 - tx0 + cols.size))
-            foot[blk] = inside
-            if not inside.any():
-                continue
-            sd, sw = _bilinear_pairs(pd, pw, width, np.where(inside, yc, -1.0), np.where(inside, xc, -1.0))
-            sd = sd.reshape(inside.shape)
-            sw = sw.reshape(inside.shape)
-            good = inside & (sw > 0)
-            with np.errstate(divide="ignore", invalid="ignore"):
-                val = np.where(good, sd / sw, np.nan)
-            if conserve_flux:
-                area = grid.evaluate(grid.area, rows, cols) if grid is not None else _exact_area(out_wcs, in_wcs, rows, cols)
-                val = val * area
-            out_d[blk] = val
-            out_w[blk] = np.where(good, sw, 0.0)
+                if conserve_flux:
+                    area = _exact_area(out_wcs, in_wcs, rows, cols[c0:c1])
+            sample_block(planes, (oy, ox), yin, xin, area, out_d[blk], out_w[blk], foot[blk], work)
+        r0 = r1
     return TileResult(data=out_d, weight=out_w, footprint=foot, bounds=bounds, step=plan.step,
                       max_error_px=plan.max_error_px)
 

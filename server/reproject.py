@@ -210,21 +210,22 @@ def reproject_image(fits_path: str, reference_wcs: dict, output_shape: tuple, *,
     Raises :class:`NoWCSError` for a frame without WCS, :class:`NoOverlapError` if it misses the grid.
     """
     ny, nx = (int(v) for v in output_shape)
-    out_wcs = as_wcs(reference_wcs)
+    as_wcs(reference_wcs)  # refuse a bad grid before reading pixels
     data, header = open_image(fits_path)
     cards = _wcs_cards(header)
     if cards is None:
         raise NoWCSError(f"{fits_path}: no celestial WCS in the header (plate solving failed or not run)")
-    in_wcs = as_wcs(cards)
     weight = None
     if weight_path is not None:
         weight, _ = open_image(weight_path)
         if weight.shape != data.shape:
             raise ValueError(f"{weight_path}: weight shape {weight.shape} != image shape {data.shape}")
-    box = cutout_for_tile(data.shape, in_wcs, out_wcs, (0, ny, 0, nx))
+    # the kernel gets header cards, not WCS objects: it then maps TAN(-SIP) headers with its own
+    # numpy code exactly as the volunteer app does for tiles of the same frame
+    box = cutout_for_tile(data.shape, cards, reference_wcs, (0, ny, 0, nx))
     if box is None:
         raise NoOverlapError(f"{fits_path}: does not overlap the output grid")
-    res = reproject_tile(data, weight, in_wcs, (0, 0), out_wcs, (0, ny, 0, nx), method=method,
+    res = reproject_tile(data, weight, cards, (0, 0), reference_wcs, (0, ny, 0, nx), method=method,
                          conserve_flux=conserve_flux, tolerance_px=tolerance_px)
     if not res.footprint.any():
         raise NoOverlapError(f"{fits_path}: does not overlap the output grid")

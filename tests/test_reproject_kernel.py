@@ -81,17 +81,30 @@ def test_plan_refines_the_step_when_the_distortion_is_strong():
     assert strong.max_error_px <= 1e-4
 
 
-def test_tiles_assembled_from_cutouts_equal_the_whole_frame_bitwise(wcs_pair):
+@pytest.mark.parametrize("weights", ["map", "unit", "zero-one"])
+def test_tiles_assembled_from_cutouts_equal_the_whole_frame_bitwise(wcs_pair, weights, monkeypatch):
+    from app import sampling
+
     win, wout = wcs_pair
     rng = np.random.default_rng(7)
     data = smooth_image(IN_SHAPE) + rng.normal(0, 0.1, IN_SHAPE).astype(np.float32)
     weight = rng.uniform(0.5, 1.5, IN_SHAPE).astype(np.float32)
     data[100:103, 50:52] = np.nan  # NaN block
     weight[200:204, 150:151] = 0.0  # masked column segment
+    if weights == "unit":  # no weight map: uint8 validity plane, fast path away from NaN and edges
+        weight = None
+    elif weights == "zero-one":  # a mask-like map: fast path where the map is 1
+        weight = (weight > 0).astype(np.float32)
     whole = reproject_array(data, weight, win, wout, OUT_SHAPE)
     assert whole.footprint.sum() > 0.5 * whole.footprint.size
     plan = plan_mapping(win, wout, (0, OUT_SHAPE[0], 0, OUT_SHAPE[1]), (0, IN_SHAPE[0], 0, IN_SHAPE[1]))
     assert plan.step == whole.step
+    # tiles in small blocks (32 x 64 px): a mix of fast-path (all weights 1) and general blocks
+    # that differs from the whole frame's, which must not change a bit
+    paths = []
+    unit_weight = sampling.Planes.unit_weight
+    monkeypatch.setattr(sampling, "BLOCK_PIXELS", 2048)
+    monkeypatch.setattr(sampling.Planes, "unit_weight", lambda *a: paths.append(unit_weight(*a)) or paths[-1])
     d = np.full(OUT_SHAPE, np.nan, np.float32)
     w = np.zeros(OUT_SHAPE, np.float32)
     f = np.zeros(OUT_SHAPE, bool)
@@ -104,11 +117,13 @@ def test_tiles_assembled_from_cutouts_equal_the_whole_frame_bitwise(wcs_pair):
                 continue
             cy0, cy1, cx0, cx1 = box
             assert (cy1 - cy0) * (cx1 - cx0) < data.size  # a real cutout, not the frame
-            t = reproject_tile(data[cy0:cy1, cx0:cx1], weight[cy0:cy1, cx0:cx1], win, (cy0, cx0), wout,
-                               (y0, y1, x0, x1), step=plan.step)
+            cut_w = None if weight is None else weight[cy0:cy1, cx0:cx1]
+            t = reproject_tile(data[cy0:cy1, cx0:cx1], cut_w, win, (cy0, cx0), wout, (y0, y1, x0, x1), step=plan.step)
             d[y0:y1, x0:x1], w[y0:y1, x0:x1], f[y0:y1, x0:x1] = t.data, t.weight, t.footprint
             n_tiles += 1
     assert n_tiles == 12
+    if weights != "map":
+        assert True in paths and False in paths  # both the fast and the general path were taken
     assert np.array_equal(f, whole.footprint)
     assert np.array_equal(d, whole.data, equal_nan=True)
     assert np.array_equal(w, whole.weight)

@@ -78,32 +78,33 @@ def parse_params(params: dict) -> dict:
 
 
 def read_cutout(path):
-    """(data, weight, header) of a cutout FITS; InputError on anything malformed."""
+    """(data, weight, header cards) of a cutout FITS; InputError on anything malformed.
+
+    Read with :mod:`app.fitsio` (uncompressed image HDUs; the work generator writes exactly
+    that), so a reproject-tile work unit never imports astropy: start-up is numpy only.
+    """
     import numpy as np
-    from astropy.io import fits
+
+    from app.fitsio import read_images
 
     try:
-        with fits.open(path, memmap=False) as hdul:
-            image_hdus = [h for h in hdul if getattr(h, "is_image", False) and h.data is not None]
-            data_hdu = next((h for h in image_hdus if h.name != "WEIGHT"), None)
-            if data_hdu is None:
-                raise InputError(f"cutout {path.name}: no image HDU with data")
-            data = np.array(data_hdu.data, dtype=np.float64)
-            header = data_hdu.header.copy()
-            weight_hdu = next((h for h in image_hdus if h.name == "WEIGHT"), None)
-            weight = (np.ones_like(data) if weight_hdu is None
-                      else np.array(weight_hdu.data, dtype=np.float64))
-    except InputError:
-        raise
-    except (OSError, ValueError, TypeError, IndexError, KeyError) as exc:
+        hdus = read_images(path)
+    except (OSError, ValueError) as exc:
         raise InputError(f"cutout {path.name} is not a readable FITS file: {exc}") from exc
+    image_hdus = [h for h in hdus if h.data is not None]
+    data_hdu = next((h for h in image_hdus if h.name != "WEIGHT"), None)
+    if data_hdu is None:
+        raise InputError(f"cutout {path.name}: no image HDU with data")
+    data = np.asarray(data_hdu.data, dtype=np.float64)
+    weight_hdu = next((h for h in image_hdus if h.name == "WEIGHT"), None)
+    weight = np.ones_like(data) if weight_hdu is None else np.asarray(weight_hdu.data, dtype=np.float64)
     if data.ndim != 2 or data.size == 0:
         raise InputError(f"cutout {path.name}: image must be 2-D and non-empty, got shape {data.shape}")
     if weight.shape != data.shape:
         raise InputError(f"cutout {path.name}: WEIGHT shape {weight.shape} != image shape {data.shape}")
     if not np.all(np.isfinite(weight)) or np.any(weight < 0):
         raise InputError(f"cutout {path.name}: WEIGHT has negative or non-finite values")
-    return data, weight, header
+    return data, weight, data_hdu.cards
 
 
 def run(ctx: TaskContext) -> TaskOutput:
