@@ -1,6 +1,6 @@
 """TTV likelihood speed against a plain ``ttvfast.ttvfast`` call, and a local campaign's wall time.
 
-    OMP_NUM_THREADS=1 python -m benchmarks.bench_ttv [--calls 400] [--skip-campaign]
+    OMP_NUM_THREADS=1 python -m benchmarks.bench_ttv [--calls 400] [--skip-campaign] [--dynesty-calls]
 
 Same Kepler-88-like system (b: 10.95 d, c: 0.65 M_J at 22.3 d), same run, same machine:
 * ``plain``: ``ttvfast.ttvfast(planets, M*, t0, dt=P_b/20, total)`` building Planet objects
@@ -143,12 +143,39 @@ def bench_campaign(ncores: int) -> None:
           f"P_c = {period.mean():.5f} +- {period.std():.5f} d (truth 22.3)")
 
 
+def bench_dynesty_calls() -> None:
+    """dynesty likelihood calls per iteration (rwalk, rslice; default walks/slices) at ndim 3-10 on a
+    narrow Gaussian in the unit cube, beside app.costmodel's prediction (the cost model's calibration)."""
+    import dynesty
+
+    from app.costmodel import dynesty_calls_per_iteration
+
+    print("sampler  ndim  calls/iteration measured  cost model  ratio")
+    for sample in ("rwalk", "rslice"):
+        for ndim in (3, 5, 7, 10):
+            def loglike(x):
+                return -0.5 * float(np.sum(((x - 0.5) / 0.01) ** 2))
+
+            sampler = dynesty.NestedSampler(loglike, lambda u: u, ndim, nlive=60, sample=sample,
+                                            rstate=np.random.default_rng(1))
+            sampler.run_nested(dlogz=0.5, print_progress=False)
+            res = sampler.results
+            got = float(np.sum(res.ncall)) / res.niter
+            model = dynesty_calls_per_iteration(ndim, sample)
+            print(f"{sample:<8} {ndim:>4}  {got:>24.2f}  {model:>10.2f}  {got / model:5.2f}")
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(prog="python -m benchmarks.bench_ttv")
     ap.add_argument("--calls", type=int, default=400)
     ap.add_argument("--skip-campaign", action="store_true")
     ap.add_argument("--ncores", type=int, default=2)
+    ap.add_argument("--dynesty-calls", action="store_true",
+                    help="only: dynesty calls per iteration vs the cost model")
     args = ap.parse_args(argv)
+    if args.dynesty_calls:
+        bench_dynesty_calls()
+        return
     bench_likelihood(args.calls)
     if not args.skip_campaign:
         bench_campaign(args.ncores)
