@@ -28,6 +28,7 @@ import logging
 import os
 import re
 import tempfile
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -177,10 +178,33 @@ class _Spool:
             self.path.unlink(missing_ok=True)
 
 
-async def _drain(request: Request, budget: int) -> None:
+class _Body:
+    """The request body read straight from the ASGI channel, remembering whether its last message arrived.
+
+    A second ``Request.stream()`` raises "Stream consumed" once the last message has arrived, so draining an
+    upload refused in its final message failed with a 500 (seen in CI when the server delivered the rest of the
+    body in one message).  Reading ``receive`` ourselves keeps one flag for both the parser and the drain."""
+
+    def __init__(self, request: Request) -> None:
+        self._receive = request.receive
+        self.complete = False
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        while not self.complete:
+            message = await self._receive()
+            if message["type"] == "http.request":
+                self.complete = not message.get("more_body", False)
+                body = message.get("body", b"")
+                if body:
+                    yield body
+            elif message["type"] == "http.disconnect":
+                raise ClientDisconnect()
+
+
+async def _drain(body: _Body, budget: int) -> None:
     """Read and drop what is left of a refused body (bounded), so the client can read our answer."""
     try:
-        async for chunk in request.stream():
+        async for chunk in body.chunks():
             budget -= len(chunk)
             if budget < 0:
                 return
@@ -188,7 +212,7 @@ async def _drain(request: Request, budget: int) -> None:
         return
 
 
-async def _receive(request: Request, spool: _Spool) -> None:
+async def _receive(request: Request, body: _Body, spool: _Spool) -> None:
     content_type, options = parse_options_header(request.headers.get("content-type", ""))
     boundary = options.get(b"boundary")
     if content_type != b"multipart/form-data" or not boundary:
@@ -196,9 +220,8 @@ async def _receive(request: Request, spool: _Spool) -> None:
                         "send multipart/form-data with a 'file' part (FITS) and an optional 'metadata' part (JSON)")
     parser = MultipartParser(boundary, spool.callbacks())
     try:
-        async for chunk in request.stream():
-            if chunk:
-                await run_in_threadpool(parser.write, chunk)
+        async for chunk in body.chunks():
+            await run_in_threadpool(parser.write, chunk)
         parser.finalize()
     except MultipartParseError as exc:
         raise Rejection(400, "malformed_multipart", f"the multipart body cannot be parsed: {exc}") from None
@@ -276,12 +299,13 @@ def create_api(app: OpenAstro) -> FastAPI:
                 if declared_bytes > limit + FORM_OVERHEAD_BYTES:
                     raise Rejection(413, "too_large", f"the upload ({declared_bytes} bytes) exceeds the limit of "
                                                       f"{limit} bytes")
+            body = _Body(request)
             try:
-                await _receive(request, spool)
+                await _receive(request, body, spool)
             except Rejection as r:
                 spool.cleanup()
                 if r.status == 413:
-                    await _drain(request, DRAIN_MAX_BYTES)
+                    await _drain(body, DRAIN_MAX_BYTES)
                 raise
             try:
                 client_meta = validate_client_meta(json.loads(spool.metadata.decode("utf-8"))) \

@@ -3,6 +3,7 @@ size limit, malformed input, path-traversal names, and 20 concurrent uploads wit
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import socket
@@ -163,6 +164,46 @@ def test_oversized_streamed_upload_without_content_length_is_cut_off_with_413(ap
                                     "Content-Type": f"multipart/form-data; boundary={boundary}"})
     assert "content-length" not in response.request.headers
     assert_error(response, 413, "too_large")
+    assert_nothing_stored(app)
+
+
+@pytest.mark.parametrize("split", [1, 2, 5], ids=["one-message", "two-messages", "five-messages"])
+def test_oversized_body_whose_last_message_already_arrived_still_gets_413_not_500(settings, split):
+    """The server may hand over the whole body before the parser notices it is too large (the overflow is in
+    the final ASGI message). Draining must then see the body is complete, not fail on a consumed stream."""
+    app = OpenAstro(settings.with_overrides(upload_max_bytes=LIMIT))
+    app.db.upgrade()
+    create_site(app.db, "Backyard")
+    key = issue_api_key(app.db, "Backyard").token
+    boundary = "oaboundary1234"
+    payload = ((f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"big.fits\"\r\n"
+                "Content-Type: application/fits\r\n\r\n").encode()
+               + fits_bytes(shape=(200, 200)) + f"\r\n--{boundary}--\r\n".encode())
+    step = -(-len(payload) // split)
+    messages = [{"type": "http.request", "body": payload[i : i + step], "more_body": i + step < len(payload)}
+                for i in range(0, len(payload), step)]
+    received: list[dict] = []
+    sent: list[dict] = []
+
+    async def receive():
+        if messages:
+            received.append(messages.pop(0))
+            return received[-1]
+        raise AssertionError("the app read past the end of the body")
+
+    async def send(message):
+        sent.append(message)
+
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
+             "scheme": "http", "path": "/api/v1/observations", "raw_path": b"/api/v1/observations",
+             "query_string": b"", "root_path": "", "client": ("127.0.0.1", 5000), "server": ("127.0.0.1", 80),
+             "headers": [(b"authorization", f"Bearer {key}".encode()),
+                         (b"content-type", f"multipart/form-data; boundary={boundary}".encode())]}
+    asyncio.run(create_api(app)(scope, receive, send))
+    start = next(m for m in sent if m["type"] == "http.response.start")
+    body = json.loads(b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body"))
+    assert start["status"] == 413 and body["error"]["code"] == "too_large", body
+    assert not messages  # the refused remainder was drained
     assert_nothing_stored(app)
 
 
