@@ -6,7 +6,7 @@ export MKL_NUM_THREADS ?= 1
 PYTEST_ARGS ?=
 BENCH ?=
 
-.PHONY: setup demo test bench clean
+.PHONY: setup demo test test-db-stop bench lock clean
 
 setup:
 	@bash scripts/setup.sh
@@ -18,8 +18,22 @@ test: setup
 	@url=$$(bash scripts/mariadb-test-server.sh) && url=$$(printf '%s\n' "$$url" | tail -n1) && \
 	OPENASTRO_TEST_MYSQL_URL=$$url .venv/bin/python -m pytest $(PYTEST_ARGS)
 
+# The test MariaDB stays up between runs (faster reruns); stop it before deleting a checkout.
+test-db-stop:
+	@sock=var/mariadb-test/mysqld.sock; \
+	if mariadb-admin --protocol=socket --socket=$$sock -uroot ping >/dev/null 2>&1; then \
+	  mariadb-admin --protocol=socket --socket=$$sock -uroot shutdown && echo "test MariaDB stopped"; \
+	else echo "no test MariaDB running for this checkout"; fi
+
 bench: setup
 	.venv/bin/python -m benchmarks $(BENCH)
+
+# Upgrade every dependency to its newest release and record the versions in constraints.txt.
+lock:
+	@[ -x .venv/bin/pip ] || bash scripts/setup.sh
+	.venv/bin/pip install -q --upgrade -e ".[test]"
+	@{ sed -n '1,2p' constraints.txt; .venv/bin/pip freeze --exclude-editable; } > constraints.txt.new
+	@mv constraints.txt.new constraints.txt && echo "constraints.txt updated: run 'make test' before committing"
 
 clean:
 	rm -rf var build dist *.egg-info

@@ -31,11 +31,13 @@ if [ ! -x .venv/bin/python ]; then
   echo "setup: creating .venv with $($PY --version)"
   "$PY" -m venv .venv
 fi
-stamp=.venv/.installed-$(sha256sum pyproject.toml | cut -c1-16)
+# constraints.txt pins every dependency to the versions the suite last passed with, so a new upstream
+# release cannot change a CI run behind our back ('make lock' refreshes it).
+stamp=.venv/.installed-$(cat pyproject.toml constraints.txt | sha256sum | cut -c1-16)
 if [ ! -f "$stamp" ]; then
   echo "setup: installing the project and its dependencies into .venv"
   .venv/bin/pip install -q --upgrade pip
-  .venv/bin/pip install -q -e ".[test]"
+  .venv/bin/pip install -q -c constraints.txt -e ".[test]"
   rm -f .venv/.installed-*; touch "$stamp"
 fi
 echo "setup: ready"
