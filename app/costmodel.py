@@ -40,8 +40,8 @@ DYNESTY_EXTRA_ITERATIONS_PER_LIVE = 2.9  # niter / nlive = information (nats) + 
 TTV_NESTED_EXTRA_RSS_BYTES = 15e6  # dynesty imported + saved run (nested peak 94 MB measured)
 TTV_EMCEE_EXTRA_RSS_BYTES = 45e6   # emcee + scipy.optimize (emcee peak 124 MB measured)
 DEFAULT_INFORMATION_NATS = 15.0  # KL prior -> posterior of a narrow-bin TTV run (13.3 measured)
-TILE_PER_OUTPUT_PIXEL_S = 1.3e-7  # bilinear tile (mapping + sampling), CPU s per output pixel
-#                                    (1.0e-7 and 1.6e-7 in two runs; the mean)
+TILE_PER_OUTPUT_PIXEL_S = 7.0e-8  # bilinear tile (mapping + sampling), CPU s per output pixel
+#                                    (6.7e-8 with the separable-mapping kernel; 1.3e-7 before it)
 TILE_RSS_PER_PIXEL_BYTES = 32.0   # per (output tile + input cutout) pixel, peak RSS
 #                                    (19.6 and 31.7 in two runs; the larger)
 FITS_BYTES_PER_PIXEL = 8.0        # float32 image + float32 weight in the cutout FITS
