@@ -1,8 +1,9 @@
 """The PyInstaller-built volunteer app, run the way a BOINC client runs it.
 
 The app is built once per test session (``server.boinc_package.build_frozen_app``, ~1-2 min), or
-taken from ``OPENASTRO_FROZEN_APP`` (the onedir bundle directory or its executable). Every task
-kind runs through the built binary in a slot laid out like the captured ones
+taken from ``OPENASTRO_TEST_FROZEN_APP`` (a prebuilt onedir bundle directory or its executable, e.g.
+the old-glibc release build of packaging/oldglibc/build.sh; ``OPENASTRO_FROZEN_APP`` is the older
+name). Every task kind runs through the built binary in a slot laid out like the captured ones
 (../shared/boinc-captures/: soft-link stubs for inputs and outputs, or copied files, and the
 captured init_data.xml), and must give the same arrays, bit for bit, as the same work unit run
 in-process. Kill/resume and SIGTERM follow the BOINC contract (../shared/boinc-contract.md).
@@ -36,16 +37,45 @@ MAKERS = {"reproject-tile": aw.reproject_tile_workunit, "ttv-nested": aw.ttv_nes
 
 # --- fixtures -----------------------------------------------------------------------------------
 
+# A prebuilt bundle instead of a build per session: OPENASTRO_TEST_FROZEN_APP (e.g. the old-glibc
+# release build, dist/oldglibc/openastro_app); OPENASTRO_FROZEN_APP is the older name, still read.
+FROZEN_APP_VARS = ("OPENASTRO_TEST_FROZEN_APP", "OPENASTRO_FROZEN_APP")
+
+
+def prebuilt_bundle_executable(var: str, value: str) -> Path:
+    """The executable of the onedir bundle ``value`` names (the directory or its executable).
+
+    Fails the session with one clear message when the path is not such a bundle.
+    """
+    path = Path(value).expanduser().absolute()  # absolute: the tests run it from slot dirs
+    exe = path if path.is_file() else path / "openastro_app"
+    bundle = exe.parent
+    if not path.exists():
+        problem = "does not exist"
+    elif path.is_file() and path.name != "openastro_app":
+        problem = "is a file but not the bundle's openastro_app executable"
+    elif not exe.is_file():
+        problem = "holds no openastro_app executable"
+    elif not os.access(exe, os.X_OK):
+        problem = f"{exe} is not executable"
+    elif not (bundle / "_internal").is_dir():
+        problem = f"{bundle} has no _internal/ directory, so it is not a PyInstaller onedir bundle"
+    else:
+        return exe
+    pytest.fail(f"{var}={value}: {problem}; expected an onedir bundle directory named openastro_app "
+                f"(e.g. dist/oldglibc/openastro_app) or its openastro_app executable", pytrace=False)
+
+
 @pytest.fixture(scope="session")
 def frozen_app(tmp_path_factory) -> Path:
-    """Path of the frozen executable (built once per session unless OPENASTRO_FROZEN_APP is set)."""
-    given = os.environ.get("OPENASTRO_FROZEN_APP")
+    """Path of the frozen executable: built once per session unless a bundle is given (above)."""
+    given = {var: os.environ[var] for var in FROZEN_APP_VARS if os.environ.get(var)}
+    if len(set(given.values())) > 1:
+        pytest.fail(f"{' and '.join(given)} name different bundles ({', '.join(given.values())}): "
+                    f"set only {FROZEN_APP_VARS[0]}", pytrace=False)
     if given:
-        path = Path(given)
-        exe = path / "openastro_app" if path.is_dir() else path
-        if not exe.is_file():
-            pytest.fail(f"OPENASTRO_FROZEN_APP={given} holds no openastro_app executable")
-        return exe
+        var, value = next(iter(given.items()))
+        return prebuilt_bundle_executable(var, value)
     from server.boinc_package import build_frozen_app
 
     bundle = build_frozen_app(tmp_path_factory.mktemp("frozen_build"))
