@@ -3,6 +3,9 @@
 Each benchmark runs our code beside its anchor on the same data in the same run and prints the ratio; absolute
 times on a shared 2-core machine are noisy, ratios are what to compare. `all` uses each one's default sizes
 (the 4k reprojection and co-add runs take minutes; bench_app needs a frozen build: --app DIST).
+
+Not a speed benchmark, so not in the list: ``python -m benchmarks.ttv_coverage`` measures how often the
+TTV posteriors' 68% / 95% intervals hold the truth over independent noise realisations (tens of minutes).
 """
 
 from __future__ import annotations

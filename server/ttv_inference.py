@@ -42,6 +42,7 @@ CONFIG_DEFAULTS = {
     "known_period_width": 0.01,      # half-width of the osculating-period prior, fraction of P
     "known_tconj_width": 0.05,       # half-width of the tconj prior, fraction of P
     "jitter": None,                  # [min, max] days, log-uniform extra scatter
+    "reference_time": None,          # epoch of the osculating elements (t_obs convention); None = default
     "sampler": "dynesty",            # or "emcee"
     "nlive": 100,
     "dynesty_sample": "rwalk",
@@ -85,6 +86,10 @@ def validate_prior_config(cfg: dict) -> dict:
             raise ValueError(f"prior_config[{key!r}] must be [min, max], got {v!r}")
         if not (0 < float(v[0]) < float(v[1])):
             raise ValueError(f"prior_config[{key!r}] = {list(v)} is an empty or non-positive range")
+    ref = out["reference_time"]
+    if ref is not None and (isinstance(ref, bool) or not isinstance(ref, (int, float))
+                            or not math.isfinite(ref)):
+        raise ValueError(f"prior_config['reference_time'] must be a finite time in days, got {ref!r}")
     if out["sampler"] not in ("dynesty", "emcee"):
         raise ValueError(f"prior_config['sampler'] must be 'dynesty' or 'emcee', got "
                          f"{out['sampler']!r}")
@@ -274,6 +279,10 @@ def plan_tasks(ttv_data: pd.DataFrame, prior_config: dict) -> tuple[dict, list[d
         _check_second_perturber(cfg, observed)
     obs_plain = {k: {"epoch": v["epoch"], "time": v["time"], "sigma": v["sigma"]}
                  for k, v in observed.items()}
+    first = min(min(v["time"]) for v in observed.values())
+    if cfg["reference_time"] is not None and not cfg["reference_time"] < first:
+        raise ValueError(f"reference_time {cfg['reference_time']} must precede the first transit time "
+                         f"({first}): the elements are osculating there and integrated forward")
     root = [int(x) for x in (cfg["seed"] if isinstance(cfg["seed"], list) else [cfg["seed"]])]
     tasks = []
     warm_model = max(cfg["models"])  # warm_start belongs to the largest model
@@ -287,7 +296,10 @@ def plan_tasks(ttv_data: pd.DataFrame, prior_config: dict) -> tuple[dict, list[d
             warm = (_warm_samples(cfg, names, rng_) if model >= 1 and model == warm_model
                     else None)
             for run in range(int(cfg["runs_per_bin"])):
-                spec = {"likelihood": {"prior": prior, "observed": obs_plain},
+                likelihood = {"prior": prior, "observed": obs_plain}
+                if cfg["reference_time"] is not None:
+                    likelihood["t_start"] = cfg["reference_time"]
+                spec = {"likelihood": likelihood,
                         "sampler": _sampler_options(cfg, names, warm),
                         "label": {"model": model, "bin": None if b is None else b.index,
                                   "run": run}}

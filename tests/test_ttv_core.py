@@ -232,3 +232,30 @@ def test_runs_of_one_bin_merge_and_bins_combine_by_evidence_times_prior_mass():
     assert [s.probability for s in comb.bins] == pytest.approx([0.25, 0.75])
     assert comb.log_z == pytest.approx(za[0])
     assert comb.samples.shape == (400, 3)
+
+
+def test_reference_time_sets_the_epoch_of_the_elements_and_matches_the_synthetic_truth():
+    from app.ttv.synthetic import kepler88_like
+
+    system = kepler88_like(np.random.default_rng(5), n_transits=40)
+    observed = {"b": {"epoch": system.epochs.tolist(), "time": system.times.tolist(),
+                      "sigma": system.sigma.tolist()}}
+    # every parameter fixed at the truth: at the simulation's start the fit's model reproduces
+    # the noiseless times exactly; elements read at another epoch do not (by minutes)
+    at_truth = TTVLikelihood({"prior": system.truth_spec, "observed": observed, "dt": 10.95 / 80,
+                              "t_start": system.t_start}).model_times(np.empty(0))
+    np.testing.assert_allclose(at_truth, system.model_times, rtol=0, atol=1e-9)
+    shifted = TTVLikelihood({"prior": system.truth_spec, "observed": observed, "dt": 10.95 / 80,
+                             "t_start": system.t_start - 0.3}).model_times(np.empty(0))
+    assert np.max(np.abs(shifted - system.model_times)) * 1440 > 1.0
+    # giving the default start explicitly changes nothing, bit for bit
+    default = TTVLikelihood({"prior": system.truth_spec, "observed": observed, "dt": 10.95 / 80})
+    explicit = TTVLikelihood({"prior": system.truth_spec, "observed": observed, "dt": 10.95 / 80,
+                              "t_start": default.t_start})
+    np.testing.assert_array_equal(default.model_times(np.empty(0)), explicit.model_times(np.empty(0)))
+    first = float(system.times.min())
+    for bad, msg in ((first + 0.1, "before the first observed transit"),
+                     (first - 11.0, "before the first observed transit"),
+                     (float("nan"), "finite number"), ("10", "finite number")):
+        with pytest.raises(ValueError, match=msg):
+            TTVLikelihood({"prior": system.truth_spec, "observed": observed, "t_start": bad})

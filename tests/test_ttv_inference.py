@@ -6,6 +6,18 @@ osculating period and conjunction time, the perturber's mass, period and phase (
 parameters).  100 transits, sigma 1-2 min, dynesty rwalk nlive 40, dlogz 0.5; the
 perturber-period prior [20.78, 23.23] d splits into the two bins either side of 2:1
 (the mirror-image alias of the truth lies in the 'narrow' bin).
+
+The truth is compared where it is defined: the simulation's osculating elements hold at its own
+integration start (``system.t_start``), which the fit takes as ``reference_time``.  Without it the fit's
+elements would hold at a time set by the prior's lower period edge, and the nominal truth would sit
+2-3 posterior sigma away in mass and ~10 sigma in b's period even for a perfect posterior
+(benchmarks/ttv_coverage.py measures both).  b's period prior is +-1%: b's osculating period is 0.5%
+above its mean period, so +-0.5% would exclude the truth in most realisations.
+
+At nlive 40, rwalk can settle on a secondary mode ~2,400 ln L below the true peak, depending on the
+sampler seed (on this data seed 4 does: chi^2/N = 56.7, mass 36 sigma off; the test's seed 3 finds
+the peak). The test asserts that model 1 is not flagged for chi^2/N, so a change that makes the
+sampler miss fails here as "missed the peak", not as a puzzling posterior offset.
 """
 import numpy as np
 import pandas as pd
@@ -29,7 +41,8 @@ def _table(system):
 @pytest.fixture(scope="module")
 def injected():
     system = kepler88_like(np.random.default_rng(2), n_transits=100)
-    return system, run_ttv_inference(_table(system), CONFIG)
+    cfg = dict(CONFIG, known_period_width=0.01, reference_time=system.t_start)
+    return system, run_ttv_inference(_table(system), cfg)
 
 
 @pytest.mark.slow
@@ -37,10 +50,14 @@ def test_injected_perturber_mass_and_period_within_two_sigma(injected):
     system, res = injected
     post = res["posterior_samples"]
     for name, truth in (("pert.mass", system.truth["c.mass"]),
-                        ("pert.period", system.truth["c.period"])):
+                        ("pert.period", system.truth["c.period"]),
+                        ("b.period", system.truth["b.period"])):
         mean, std = post[name].mean(), post[name].std()
         assert abs(mean - truth) < 2 * std, (name, mean, std, truth)
     assert abs(post["pert.mass_mjup"].median() - 0.65) < 0.01
+    # the sampler found the true likelihood peak: a run stuck on the secondary mode (chi^2/N ~ 50)
+    # would be flagged, and its posterior would miss the truth by tens of sigma
+    assert not [f for f in res["flags"] if f.startswith("model 1")], res["flags"]
 
 
 @pytest.mark.slow
@@ -98,6 +115,10 @@ def test_bad_inputs_give_clear_errors():
         run_ttv_inference(unsorted, CONFIG)
     with pytest.raises(ValueError, match="at least 3"):
         run_ttv_inference(df.iloc[:2], CONFIG)
+    with pytest.raises(ValueError, match="reference_time"):
+        run_ttv_inference(df, dict(CONFIG, reference_time="2455000"))
+    with pytest.raises(ValueError, match="must precede the first transit"):
+        run_ttv_inference(df, dict(CONFIG, reference_time=float(df["t_obs"].iloc[3])))
     few = df.iloc[:5]
     with pytest.raises(ValueError, match="need more transits than free parameters"):
         run_ttv_inference(few, CONFIG)

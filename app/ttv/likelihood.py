@@ -5,7 +5,16 @@ Likelihood spec (plain data, part of a work unit)::
     {"prior": {...prior spec, see app.ttv.priors...},
      "observed": {"b": {"epoch": [...], "time": [...], "sigma": [...]}},   # days
      "dt": null,               # integration step (days); null = choose (see below)
-     "dt_tolerance_s": null}   # accuracy target for the automatic dt (seconds)
+     "dt_tolerance_s": null,   # accuracy target for the automatic dt (seconds)
+     "t_start": null}          # reference time of the osculating elements (days); null = default
+
+Every fitted element (osculating period, mean anomaly from tconj, e, omega) is the Jacobi
+osculating value at ``t_start``, where the integration starts.  Default: the first observed transit
+minus half the lower edge of the shortest observed planet's period prior (so it moves with that
+prior's width); give ``t_start`` to fix the epoch of the elements, e.g. to compare with elements
+published at a given date.  It must precede the first observed transit by less than the shortest
+observed planet's lower period bound, so that the first transit after it is the first observed one
+or the one before.
 
 Epochs are integers counted from the planet's ``tconj`` (epoch 0 transits near tconj).
 The automatic dt is the largest min_period/f (f in 10..80) whose model times, after
@@ -23,7 +32,7 @@ from .model import ObservedPlanet, TTVModel, estimate_max_events
 from .priors import PriorTransform
 
 _LOG_2PI = math.log(2.0 * math.pi)
-_LIKE_KEYS = ("prior", "observed", "dt", "dt_tolerance_s")
+_LIKE_KEYS = ("prior", "observed", "dt", "dt_tolerance_s", "t_start")
 
 
 def validate_observed(name: str, obs: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -95,7 +104,7 @@ class TTVLikelihood:
         self._var_obs = np.concatenate(sigmas) ** 2
         bounds = self.prior.period_bounds()
         p_min_obs = min(bounds[o.index][0] for o in obs_planets)
-        self.t_start = float(self._t_obs.min() - 0.5 * p_min_obs)
+        self.t_start = self._start_time(spec.get("t_start"), p_min_obs)
         self.t_end = float(self._t_obs.max() + 0.5 * p_min_obs)
         self.max_events = estimate_max_events(self.t_start, self.t_end, [b[0] for b in bounds])
         self._obs_planets = obs_planets
@@ -113,6 +122,17 @@ class TTVLikelihood:
         # per-call constants: 1/sigma and the normalisation of the no-jitter Gaussian
         self._inv_sigma = 1.0 / np.sqrt(self._var_obs)
         self._norm = -0.5 * (float(np.sum(np.log(self._var_obs))) + n_obs * _LOG_2PI)
+
+    def _start_time(self, given, p_min_obs: float) -> float:
+        first = float(self._t_obs.min())
+        if given is None:
+            return first - 0.5 * p_min_obs
+        if isinstance(given, bool) or not isinstance(given, (int, float)) or not math.isfinite(given):
+            raise ValueError(f"t_start must be a finite number of days, got {given!r}")
+        if not first - p_min_obs < given < first:
+            raise ValueError(f"t_start {given} must lie within one period ({p_min_obs:.6g} d, the lower "
+                             f"period bound) before the first observed transit at {first}")
+        return float(given)
 
     def __getstate__(self):
         return {"spec": dict(self.spec, dt=self.dt)}

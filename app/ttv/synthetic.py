@@ -26,6 +26,8 @@ class SyntheticSystem:
     sigma: np.ndarray     # days
     model_times: np.ndarray  # noiseless
     truth: dict           # {"b.period": ..., "c.mass": ... (Earth masses), ...}
+    t_start: float        # epoch of the truth's osculating elements (days): pass it as the fit's
+    #                       reference_time to compare the posterior with ``truth`` directly
 
 
 @dataclass(frozen=True)
@@ -83,7 +85,7 @@ def kepler88_like(rng: np.random.Generator, n_transits: int = 100, sigma_min=(1.
         raise ValueError("the synthetic system does not transit at every epoch")
     sigma = rng.uniform(sigma_min[0], sigma_min[1], size=n_transits) / 1440.0
     times = model + sigma * rng.standard_normal(n_transits)
-    return SyntheticSystem(spec, epochs, times, sigma, model.copy(), truth)
+    return SyntheticSystem(spec, epochs, times, sigma, model.copy(), truth, like.t_start)
 
 
 def mass_ratio_to_earth(log10_mu: float, stellar_mass: float) -> float:
