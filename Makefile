@@ -31,7 +31,7 @@ bench: setup
 # Upgrade every dependency to its newest release and record the versions in constraints.txt.
 lock:
 	@[ -x .venv/bin/pip ] || bash scripts/setup.sh
-	.venv/bin/pip install -q --upgrade -e ".[test]"
+	.venv/bin/pip install -q --upgrade --upgrade-strategy eager -e ".[test]"
 	@{ sed -n '1,2p' constraints.txt; .venv/bin/pip freeze --exclude-editable; } > constraints.txt.new
 	@mv constraints.txt.new constraints.txt && echo "constraints.txt updated: run 'make test' before committing"
 
