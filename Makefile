@@ -36,4 +36,5 @@ lock:
 	@mv constraints.txt.new constraints.txt && echo "constraints.txt updated: run 'make test' before committing"
 
 clean:
-	rm -rf var build dist *.egg-info
+	@# --one-file-system: never follow a bind mount left by a killed packaging/oldglibc build (its /dev)
+	rm -rf --one-file-system var build dist *.egg-info
