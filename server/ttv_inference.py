@@ -280,9 +280,6 @@ def plan_tasks(ttv_data: pd.DataFrame, prior_config: dict) -> tuple[dict, list[d
     obs_plain = {k: {"epoch": v["epoch"], "time": v["time"], "sigma": v["sigma"]}
                  for k, v in observed.items()}
     first = min(min(v["time"]) for v in observed.values())
-    if cfg["reference_time"] is not None and not cfg["reference_time"] < first:
-        raise ValueError(f"reference_time {cfg['reference_time']} must precede the first transit time "
-                         f"({first}): the elements are osculating there and integrated forward")
     root = [int(x) for x in (cfg["seed"] if isinstance(cfg["seed"], list) else [cfg["seed"]])]
     tasks = []
     warm_model = max(cfg["models"])  # warm_start belongs to the largest model
@@ -290,9 +287,15 @@ def plan_tasks(ttv_data: pd.DataFrame, prior_config: dict) -> tuple[dict, list[d
         for b in (bins if model >= 1 else [None]):
             rng_ = None if b is None else (b.period_min, b.period_max)
             prior = build_prior_spec(cfg, observed, model, rng_)
+            from app.ttv.likelihood import start_time
             from app.ttv.priors import PriorTransform
 
-            names = PriorTransform(prior).names
+            transform = PriorTransform(prior)
+            names = transform.names
+            if cfg["reference_time"] is not None:  # the work unit's own check, before any task runs
+                bounds = dict(zip((p.name for p in transform.spec.planets), transform.period_bounds()))
+                start_time(first, min(bounds[n][0] for n in observed), cfg["reference_time"],
+                           name="reference_time")
             warm = (_warm_samples(cfg, names, rng_) if model >= 1 and model == warm_model
                     else None)
             for run in range(int(cfg["runs_per_bin"])):

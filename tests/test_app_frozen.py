@@ -2,8 +2,7 @@
 
 The app is built once per test session (``server.boinc_package.build_frozen_app``, ~1-2 min), or
 taken from ``OPENASTRO_TEST_FROZEN_APP`` (a prebuilt onedir bundle directory or its executable, e.g.
-the old-glibc release build of packaging/oldglibc/build.sh; ``OPENASTRO_FROZEN_APP`` is the older
-name). Every task kind runs through the built binary in a slot laid out like the captured ones
+the old-glibc release build of packaging/oldglibc/build.sh). Every task kind runs through the built binary in a slot laid out like the captured ones
 (../shared/boinc-captures/: soft-link stubs for inputs and outputs, or copied files, and the
 captured init_data.xml), and must give the same arrays, bit for bit, as the same work unit run
 in-process. Kill/resume and SIGTERM follow the BOINC contract (../shared/boinc-contract.md).
@@ -37,9 +36,9 @@ MAKERS = {"reproject-tile": aw.reproject_tile_workunit, "ttv-nested": aw.ttv_nes
 
 # --- fixtures -----------------------------------------------------------------------------------
 
-# A prebuilt bundle instead of a build per session: OPENASTRO_TEST_FROZEN_APP (e.g. the old-glibc
-# release build, dist/oldglibc/openastro_app); OPENASTRO_FROZEN_APP is the older name, still read.
-FROZEN_APP_VARS = ("OPENASTRO_TEST_FROZEN_APP", "OPENASTRO_FROZEN_APP")
+# A prebuilt bundle instead of a build per session (e.g. the old-glibc release build,
+# dist/oldglibc/openastro_app)
+FROZEN_APP_VAR = "OPENASTRO_TEST_FROZEN_APP"
 
 
 def prebuilt_bundle_executable(var: str, value: str) -> Path:
@@ -69,13 +68,9 @@ def prebuilt_bundle_executable(var: str, value: str) -> Path:
 @pytest.fixture(scope="session")
 def frozen_app(tmp_path_factory) -> Path:
     """Path of the frozen executable: built once per session unless a bundle is given (above)."""
-    given = {var: os.environ[var] for var in FROZEN_APP_VARS if os.environ.get(var)}
-    if len(set(given.values())) > 1:
-        pytest.fail(f"{' and '.join(given)} name different bundles ({', '.join(given.values())}): "
-                    f"set only {FROZEN_APP_VARS[0]}", pytrace=False)
+    given = os.environ.get(FROZEN_APP_VAR)
     if given:
-        var, value = next(iter(given.items()))
-        return prebuilt_bundle_executable(var, value)
+        return prebuilt_bundle_executable(FROZEN_APP_VAR, given)
     from server.boinc_package import build_frozen_app
 
     bundle = build_frozen_app(tmp_path_factory.mktemp("frozen_build"))

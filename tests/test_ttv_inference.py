@@ -15,7 +15,7 @@ elements would hold at a time set by the prior's lower period edge, and the nomi
 above its mean period, so +-0.5% would exclude the truth in most realisations.
 
 At nlive 40, rwalk can settle on a secondary mode ~2,400 ln L below the true peak, depending on the
-sampler seed (on this data seed 4 does: chi^2/N = 56.7, mass 36 sigma off; the test's seed 3 finds
+sampler seed (on this data seed 4 did in a one-off run, flagged by chi^2/N; the test's seed 3 finds
 the peak). The test asserts that model 1 is not flagged for chi^2/N, so a change that makes the
 sampler miss fails here as "missed the peak", not as a puzzling posterior offset.
 """

@@ -35,6 +35,21 @@ _LOG_2PI = math.log(2.0 * math.pi)
 _LIKE_KEYS = ("prior", "observed", "dt", "dt_tolerance_s", "t_start")
 
 
+def start_time(first_transit: float, min_period_bound: float, given=None, *, name: str = "t_start") -> float:
+    """Where the integration starts and the elements osculate: ``given``, checked, or the default
+    ``first_transit - min_period_bound / 2``.  ``min_period_bound``: the lower edge of the shortest
+    observed planet's period prior; a given start must lie less than that before the first transit."""
+    if given is None:
+        return first_transit - 0.5 * min_period_bound
+    if isinstance(given, bool) or not isinstance(given, (int, float)) or not math.isfinite(given):
+        raise ValueError(f"{name} must be a finite number of days, got {given!r}")
+    if not first_transit - min_period_bound < given < first_transit:
+        raise ValueError(f"{name} {given} must precede the first transit at {first_transit} by less than "
+                         f"{min_period_bound:.6g} d (the lower period bound), i.e. lie within one period "
+                         f"before the first observed transit")
+    return float(given)
+
+
 def validate_observed(name: str, obs: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Check one planet's observed times; returns (epoch, time, sigma) arrays."""
     if not isinstance(obs, dict):
@@ -104,7 +119,7 @@ class TTVLikelihood:
         self._var_obs = np.concatenate(sigmas) ** 2
         bounds = self.prior.period_bounds()
         p_min_obs = min(bounds[o.index][0] for o in obs_planets)
-        self.t_start = self._start_time(spec.get("t_start"), p_min_obs)
+        self.t_start = start_time(float(self._t_obs.min()), p_min_obs, spec.get("t_start"))
         self.t_end = float(self._t_obs.max() + 0.5 * p_min_obs)
         self.max_events = estimate_max_events(self.t_start, self.t_end, [b[0] for b in bounds])
         self._obs_planets = obs_planets
@@ -122,17 +137,6 @@ class TTVLikelihood:
         # per-call constants: 1/sigma and the normalisation of the no-jitter Gaussian
         self._inv_sigma = 1.0 / np.sqrt(self._var_obs)
         self._norm = -0.5 * (float(np.sum(np.log(self._var_obs))) + n_obs * _LOG_2PI)
-
-    def _start_time(self, given, p_min_obs: float) -> float:
-        first = float(self._t_obs.min())
-        if given is None:
-            return first - 0.5 * p_min_obs
-        if isinstance(given, bool) or not isinstance(given, (int, float)) or not math.isfinite(given):
-            raise ValueError(f"t_start must be a finite number of days, got {given!r}")
-        if not first - p_min_obs < given < first:
-            raise ValueError(f"t_start {given} must lie within one period ({p_min_obs:.6g} d, the lower "
-                             f"period bound) before the first observed transit at {first}")
-        return float(given)
 
     def __getstate__(self):
         return {"spec": dict(self.spec, dt=self.dt)}
