@@ -25,8 +25,8 @@ from pathlib import Path
 
 from sqlalchemy import func, select
 
-from server.boinc_contract import ERROR_MASK_BITS, parse_upload_name, templates_for
-from server.db.models import Campaign, Result, WorkUnit, utcnow
+from server.core.boinc_contract import ERROR_MASK_BITS, parse_upload_name, templates_for
+from server.core.db.models import Campaign, Result, WorkUnit, utcnow
 from validator.checks import InvalidResult, load_checked
 from validator.common import TRANSIENT_ERRORS, Transient, log, open_app
 
@@ -126,7 +126,7 @@ def assimilate_error(app, mask: int, wu_name: str, boinc_wu_id: int, batch_id: i
 # --- spool: calls that arrived while the database was unreachable ------------------------------------------
 
 def _spool_dir() -> Path:
-    from server.settings import load_settings
+    from server.core.settings import load_settings
 
     return Path(load_settings().var_dir).absolute() / SPOOL_DIR
 

@@ -3,9 +3,9 @@
 * A frame is complete when every tile work unit of that frame is ``done``; its tiles are pasted into the
   output grid (they partition it, so no pixel is written twice) and the reprojected frame and its weight
   map are stored as FITS with the grid's WCS. The frame is then handed on to normalisation
-  (``server.normalise``, when that module provides ``normalise_frame``), else it is co-added as is.
+  (``server.image.normalise``, when that module provides ``normalise_frame``), else it is co-added as is.
 * When every frame of the campaign is complete (or failed), the frames are co-added with
-  ``server.coadd.co_add`` and the stack's products are stored on the ``Stack`` row.
+  ``server.image.coadd.co_add`` and the stack's products are stored on the ``Stack`` row.
 
 Everything is rebuilt from stored tiles, so a repeated call produces the same objects (content-addressed).
 """
@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 from sqlalchemy import select
 
-from server.db.models import Campaign, Result, Stack, WorkUnit
+from server.core.db.models import Campaign, Result, Stack, WorkUnit
 
 
 def _fits_bytes(data: np.ndarray, header_cards: dict, extra: dict | None = None) -> bytes:
@@ -104,12 +104,12 @@ def update_stack(app, session, campaign: Campaign) -> dict:
 
 
 def _normalise(app, data_key: str, weight_key: str, campaign: Campaign, index: int) -> dict:
-    """Hand a complete frame to normalisation (server.normalise) when its zero point is known.
+    """Hand a complete frame to normalisation (server.image.normalise) when its zero point is known.
 
     The campaign's frame entry carries ``zero_point`` (mag of 1 ADU/s) and ``exptime_s`` from the
     photometric calibration; a frame without them is co-added in its own units and marked so.
     """
-    from server.normalise import normalise_image
+    from server.image.normalise import normalise_image
 
     entry = campaign.config["frames"][index]
     if entry.get("zero_point") is None or entry.get("exptime_s") is None:
@@ -124,7 +124,7 @@ def _normalise(app, data_key: str, weight_key: str, campaign: Campaign, index: i
 
 
 def _co_add(app, frames_done: dict) -> dict:
-    from server.coadd import co_add
+    from server.image.coadd import co_add
 
     items = [frames_done[k] for k in sorted(frames_done, key=int)]
     data_paths = [app.store.path(f.get("data_key", f["reprojected_key"])) for f in items]

@@ -13,7 +13,7 @@ nothing:
 A campaign comparing models (bins naming their ``model``: 1 or 2 perturbers) gets these rows per model
 (``Posterior.model`` "one-perturber"/"two-perturber"); ``Campaign.summary`` then holds the largest model's
 posterior at the top level as for one model, ``models`` (ln Z per model) and, once every model has runs,
-``model_comparison`` (``server.ttv_inference.compare_models``).
+``model_comparison`` (``server.ttv.inference.compare_models``).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import json
 import numpy as np
 from sqlalchemy import select
 
-from server.db.models import Campaign, Posterior, Result, WorkUnit
+from server.core.db.models import Campaign, Posterior, Result, WorkUnit
 
 MODEL = "one-perturber"  # bins without a ``model`` key (single-model campaigns)
 
@@ -55,7 +55,7 @@ def _summary_of(samples: np.ndarray, names) -> dict:
 
 
 def _model_name(bin_row: dict) -> str:
-    from server.ttv_inference import MODEL_NAMES
+    from server.ttv.inference import MODEL_NAMES
 
     return MODEL if bin_row.get("model") is None else MODEL_NAMES[int(bin_row["model"])]
 
@@ -148,7 +148,7 @@ def rebuild_campaign_posterior(app, session, campaign: Campaign, changed_bins: s
     if per_model:
         summary.update(per_model[models[-1] if models[-1] in per_model else max(per_model)])
     if None not in models:
-        from server.ttv_inference import compare_models
+        from server.ttv.inference import compare_models
 
         summary["models"] = {str(m): {k: v[k] for k in ("log_evidence", "log_evidence_err", "best_bin")}
                              for m, v in per_model.items()}

@@ -171,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--costmodel", action="store_true", help="measure cost-model constants")
     args = parser.parse_args(argv)
     if args.app is None:
-        from server.boinc_package import build_frozen_app
+        from server.boinc.package import build_frozen_app
 
         build_root = Path(tempfile.mkdtemp(prefix="openastro-bench-build-"))
         t0 = time.perf_counter()
@@ -185,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"## frozen app: {bundle}")
     print(f"size: {size / 1e6:.1f} MB in {nfiles} files")
     if args.zip:
-        from server.boinc_package import zip_bundle
+        from server.boinc.package import zip_bundle
 
         with tempfile.TemporaryDirectory() as tmp:
             t0 = time.perf_counter()

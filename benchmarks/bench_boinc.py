@@ -31,8 +31,8 @@ sys.path.insert(0, str(REPO / "tests"))
 
 
 def _app(tmp: Path):
-    from server.context import OpenAstro
-    from server.settings import load_settings
+    from server.core.context import OpenAstro
+    from server.core.settings import load_settings
 
     app = OpenAstro(load_settings(env={}, overrides={"var_dir": str(tmp / "var"), "progress": False}))
     app.db.upgrade()
@@ -56,7 +56,7 @@ def bench_generation(tmp: Path, bins: int, frames: int, size: int, tile: int) ->
     from astropy.io import fits
 
     from boinc_fakes import small_ttv_params
-    from server.campaigns import create_campaign, create_stack_campaign
+    from server.boinc.campaigns import create_campaign, create_stack_campaign
     from work_generator.generate import generate
 
     app, project = _app(tmp), _project(tmp)
@@ -93,9 +93,9 @@ def bench_generation(tmp: Path, bins: int, frames: int, size: int, tile: int) ->
 def bench_assimilation(tmp: Path, n_results: int) -> None:
     from assimilator.main import dispatch
     from boinc_fakes import small_ttv_params, small_ttv_result_bytes, spec_for
-    from server.boinc_contract import fanout_dir
-    from server.campaigns import create_campaign
-    from server.db.models import WorkUnit
+    from server.core.boinc_contract import fanout_dir
+    from server.boinc.campaigns import create_campaign
+    from server.core.db.models import WorkUnit
 
     app = _app(tmp / "assim")
     data = small_ttv_result_bytes((1, 0, 0))

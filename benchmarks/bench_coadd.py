@@ -1,4 +1,4 @@
-"""Co-addition: ours (server.coadd, streaming) vs chunked astropy sigma_clip, same frames on disk.
+"""Co-addition: ours (server.image.coadd, streaming) vs chunked astropy sigma_clip, same frames on disk.
 
     python -m benchmarks.bench_coadd [--n 20] [--size 4096] [--chunk-rows 32] [--repeats 1]
 
@@ -72,7 +72,7 @@ def make_frames(tmp: Path, n: int, size: int):
 
 
 def worker_ours(listfile: str, out: str) -> None:
-    from server.coadd import co_add
+    from server.image.coadd import co_add
 
     paths, wpaths = json.loads(Path(listfile).read_text())
     t0 = time.perf_counter()

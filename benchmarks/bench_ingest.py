@@ -28,9 +28,9 @@ from pathlib import Path  # noqa: E402
 import numpy as np  # noqa: E402
 from astropy.io import fits  # noqa: E402
 
-from server.context import OpenAstro  # noqa: E402
+from server.core.context import OpenAstro  # noqa: E402
 from server.ingest.service import ingest_path  # noqa: E402
-from server.settings import load_settings  # noqa: E402
+from server.core.settings import load_settings  # noqa: E402
 
 
 def make_frames(directory: Path, n: int, side: int, compressed: bool) -> list[Path]:

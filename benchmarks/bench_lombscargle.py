@@ -27,7 +27,7 @@ import time  # noqa: E402
 import numpy as np  # noqa: E402
 from astropy.timeseries import LombScargle  # noqa: E402
 
-from server.periodogram import (  # noqa: E402
+from server.timeseries.periodogram import (  # noqa: E402
     FrequencyGrid,
     _bootstrap_max_power,
     grid_power,

@@ -103,7 +103,7 @@ def worker(method: str, head: str, out_dir: str, inputs: list[str]) -> None:
     elif method == "server":  # the server's batch path: validated astropy I/O, fsync'd atomic writes
         from astropy.io import fits
 
-        from server.reproject import reproject_frames
+        from server.image.reproject import reproject_frames
 
         hout = fits.Header.fromstring(Path(head).read_text(), sep="\n")
         t0 = time.perf_counter()
@@ -266,7 +266,7 @@ def main(argv=None) -> int:
                     batch["swarp"] = sw
             print(f"{'method':<40}{'wall s':>9}{'per frame s':>12}{'peak MB':>9}")
             for name, label in (("ours", "ours (bilinear)"),
-                                ("server", "ours, server.reproject.reproject_frames"),
+                                ("server", "ours, server.image.reproject.reproject_frames"),
                                 ("swarp", "SWarp BILINEAR, resample")):
                 if name in batch:
                     r = batch[name]

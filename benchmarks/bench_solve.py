@@ -58,7 +58,7 @@ def _photutils_extract(data):
 
 
 def _max_err(true_wcs, solved_wcs, shape):
-    from server.catalogs import angular_separation_deg
+    from server.image.catalogs import angular_separation_deg
 
     ny, nx = shape
     gy, gx = np.mgrid[0:ny - 1:9j, 0:nx - 1:9j]
@@ -72,7 +72,7 @@ def _native_solve_field(path, scale, shape, tmp, timeout_s):
     from astropy.io import fits
     from astropy.wcs import WCS
 
-    from server.solve import select_index_files
+    from server.image.solve import select_index_files
 
     ny, nx = shape
     idx = select_index_files("/usr/share/astrometry", (min(nx, ny) * scale * 0.85 / 60, np.hypot(nx, ny) * scale * 1.15 / 60))
@@ -105,9 +105,9 @@ def main(argv=None) -> int:
     if args.sweep:
         return sweep(args.sweep, args.timeout)
 
-    from server.catalogs import default_offline_catalog
-    from server.fitsimage import open_image
-    from server.solve import extract_sources, plate_solve
+    from server.image.catalogs import default_offline_catalog
+    from server.image.fitsimage import open_image
+    from server.image.solve import extract_sources, plate_solve
     from server.synth import FrameSpec, render_frame, write_frame
 
     t0 = time.perf_counter()
@@ -156,8 +156,8 @@ def main(argv=None) -> int:
 def sweep(n: int, timeout_s: int, seed: int = 2026) -> int:
     """Solve-rate sweep: uniform random sky positions, log-uniform scales 0.5-3 "/px, fields 20'-120'
     (frame side capped at 2400 px, so fine scales get the smaller fields), full hints."""
-    from server.catalogs import default_offline_catalog
-    from server.solve import plate_solve
+    from server.image.catalogs import default_offline_catalog
+    from server.image.solve import plate_solve
     from server.synth import FrameSpec, render_frame, write_frame
 
     rng = np.random.default_rng(seed)

@@ -122,7 +122,7 @@ def bench_likelihood(calls: int) -> None:
 def bench_campaign(ncores: int) -> None:
     import pandas as pd
 
-    from server.ttv_inference import run_ttv_inference
+    from server.ttv.inference import run_ttv_inference
 
     system = _system(100)
     df = pd.DataFrame({"planet": "b", "epoch": system.epochs, "t_obs": system.times,

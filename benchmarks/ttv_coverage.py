@@ -6,7 +6,7 @@
 
 For K independent noise realisations of the Kepler-88-like system (app.ttv.synthetic.kepler88_like;
 realisation k draws its data from ``SeedSequence([seed, k])`` and seeds the sampler with
-``[seed, k, 1]``, both printed) it runs ``server.ttv_inference.run_ttv_inference`` with the cheap
+``[seed, k, 1]``, both printed) it runs ``server.ttv.inference.run_ttv_inference`` with the cheap
 configuration of tests/test_ttv_inference.py (5 free parameters: b's osculating period and tconj,
 the perturber's mass, period and phase; dynesty rwalk, nlive 40, dlogz 0.5 unless overridden) and
 compares the posterior of ``pert.mass``, ``pert.period`` and ``b.period`` with the truth.
@@ -111,7 +111,7 @@ def _table(system) -> pd.DataFrame:
 def true_bin(df: pd.DataFrame, cfg: dict) -> tuple[float, float]:
     """The resonance bin (as run_ttv_inference cuts it) that holds TRUE_PERIOD."""
     from app.ttv.bins import period_bins
-    from server.transit_times import fit_linear_ephemeris
+    from server.timeseries.transit_times import fit_linear_ephemeris
 
     eph = fit_linear_ephemeris(df["epoch"], df["t_obs"], df["sigma"])
     lo, hi = cfg["perturber_period"]
@@ -208,7 +208,7 @@ def _check(samples: pd.Series, interval: dict, nominal: float, effective: float,
 
 
 def _like_spec_of_true_bin(cfg: dict, df: pd.DataFrame) -> dict:
-    from server.ttv_inference import plan_tasks
+    from server.ttv.inference import plan_tasks
 
     _, tasks, _ = plan_tasks(df, cfg)
     task = next(t for t in tasks if t["model"] == 1
@@ -218,7 +218,7 @@ def _like_spec_of_true_bin(cfg: dict, df: pd.DataFrame) -> dict:
 
 def run_realisation(k: int, args: argparse.Namespace) -> RealisationResult:
     from app.ttv.synthetic import kepler88_like
-    from server.ttv_inference import run_ttv_inference
+    from server.ttv.inference import run_ttv_inference
 
     data_seed, sampler_seed = [args.seed, k], [args.seed, k, 1]
     system = kepler88_like(np.random.default_rng(np.random.SeedSequence(data_seed)),

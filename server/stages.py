@@ -30,11 +30,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from server.coadd import co_add, coAdd
-from server.periodogram import lomb_scargle
-from server.reproject import reproject_image
-from server.transit_times import extract_transit_times
-from server.ttv_inference import run_ttv_inference
+from server.image.coadd import co_add, coAdd
+from server.timeseries.periodogram import lomb_scargle
+from server.image.reproject import reproject_image
+from server.timeseries.transit_times import extract_transit_times
+from server.ttv.inference import run_ttv_inference
 
 __all__ = [
     "plate_solve",
@@ -49,8 +49,8 @@ __all__ = [
 
 
 def plate_solve(fits_path: str, **options: Any) -> dict:
-    """Solve ``fits_path`` with astrometry.net; see :func:`server.solve.plate_solve` for the options."""
-    from server.solve import plate_solve as _plate_solve
+    """Solve ``fits_path`` with astrometry.net; see :func:`server.image.solve.plate_solve` for the options."""
+    from server.image.solve import plate_solve as _plate_solve
 
     return _plate_solve(fits_path, **options).as_dict()
 
@@ -60,15 +60,15 @@ def calibrate_photometry(fits_path: str, site_id: str | int, *, app=None, catalo
     """Calibrate a plate-solved frame and add the result to the (site, camera) instrument registry.
 
     ``site_id`` is a site's database id or name; ``camera`` defaults to the frame's INSTRUME keyword. ``app``
-    is an :class:`server.context.OpenAstro` (default: one built from the environment's settings).
+    is an :class:`server.core.context.OpenAstro` (default: one built from the environment's settings).
     """
     from astropy.io import fits
     from sqlalchemy import select
 
-    from server.calibrate import calibrate_frame, update_instrument_registry
-    from server.context import OpenAstro
-    from server.db.models import Site
-    from server.stage_runner import catalog_provider
+    from server.image.calibrate import calibrate_frame, update_instrument_registry
+    from server.core.context import OpenAstro
+    from server.core.db.models import Site
+    from server.pipeline.runner import catalog_provider
 
     app = app if app is not None else OpenAstro()
     catalog = catalog if catalog is not None else catalog_provider(app)

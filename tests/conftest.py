@@ -11,9 +11,9 @@ import secrets  # noqa: E402
 
 import pytest  # noqa: E402
 
-from server.context import OpenAstro  # noqa: E402
-from server.db import Database  # noqa: E402
-from server.settings import load_settings  # noqa: E402
+from server.core.context import OpenAstro  # noqa: E402
+from server.core.db import Database  # noqa: E402
+from server.core.settings import load_settings  # noqa: E402
 
 MYSQL_URL_VAR = "OPENASTRO_TEST_MYSQL_URL"
 

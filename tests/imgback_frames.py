@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from server.catalogs import DataFrameCatalog
+from server.image.catalogs import DataFrameCatalog
 from server.synth import FrameSpec, render_frame
 
 RA0, DEC0 = 150.0, 20.0

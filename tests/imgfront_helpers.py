@@ -10,12 +10,12 @@ from contextlib import contextmanager
 import numpy as np
 import pandas as pd
 
-from server.catalogs import angular_separation_deg
+from server.image.catalogs import angular_separation_deg
 
 
 def offline_catalog():
     """The process-wide offline catalog (Gaia+Hipparcos+Tycho-2 index), loaded once."""
-    from server.catalogs import default_offline_catalog
+    from server.image.catalogs import default_offline_catalog
 
     return default_offline_catalog()
 
@@ -94,7 +94,7 @@ class FakeGaiaTap:
 
 def random_gaia_table(rng: np.random.Generator, ra0: float, dec0: float, radius_deg: float, n: int) -> pd.DataFrame:
     """Stars uniform on the sphere cap around (ra0, dec0) with Gaia-like columns."""
-    from server.solve import _inverse_gnomonic  # tangent-plane helper; small caps only
+    from server.image.solve import _inverse_gnomonic  # tangent-plane helper; small caps only
 
     rr = radius_deg * np.sqrt(rng.random(n))
     th = rng.uniform(0, 2 * np.pi, n)

@@ -1,6 +1,6 @@
 """The PyInstaller-built volunteer app, run the way a BOINC client runs it.
 
-The app is built once per test session (``server.boinc_package.build_frozen_app``, ~1-2 min), or
+The app is built once per test session (``server.boinc.package.build_frozen_app``, ~1-2 min), or
 taken from ``OPENASTRO_TEST_FROZEN_APP`` (a prebuilt onedir bundle directory or its executable, e.g.
 the old-glibc release build of packaging/oldglibc/build.sh). Every task kind runs through the built binary in a slot laid out like the captured ones
 (../shared/boinc-captures/: soft-link stubs for inputs and outputs, or copied files, and the
@@ -71,7 +71,7 @@ def frozen_app(tmp_path_factory) -> Path:
     given = os.environ.get(FROZEN_APP_VAR)
     if given:
         return prebuilt_bundle_executable(FROZEN_APP_VAR, given)
-    from server.boinc_package import build_frozen_app
+    from server.boinc.package import build_frozen_app
 
     bundle = build_frozen_app(tmp_path_factory.mktemp("frozen_build"))
     return bundle / "openastro_app"
@@ -409,7 +409,7 @@ def test_packaged_app_version_lays_out_boinc_files_and_runs_after_unzip(
         frozen_app, workunits, references, tmp_path):
     import xml.etree.ElementTree as ET
 
-    from server import boinc_package as bp
+    from server.boinc import package as bp
 
     apps = tmp_path / "apps"
     packaged = bp.package_app_version(apps, "1.00", _fake_wrapper(tmp_path),

@@ -8,7 +8,7 @@ import zipfile
 import pytest
 from click.testing import CliRunner
 
-from server import boinc_package as bp
+from server.boinc import package as bp
 from server.cli import main as cli_main
 
 

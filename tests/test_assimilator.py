@@ -6,11 +6,11 @@ import pytest
 from click.testing import CliRunner
 
 from boinc_fakes import make_fake_project, run_as_boinc, small_ttv_params, small_ttv_result_bytes, spec_for
-from server.boinc_install import write_launchers
-from server.campaigns import campaign_status, create_campaign
+from server.boinc.install import write_launchers
+from server.boinc.campaigns import campaign_status, create_campaign
 from server.cli import main as cli_main
-from server.db.models import Campaign, Posterior, Result, WorkUnit
-from server.executors import settings_env
+from server.core.db.models import Campaign, Posterior, Result, WorkUnit
+from server.boinc.executors import settings_env
 from test_validator import SEED_A, SEED_B, upload
 
 

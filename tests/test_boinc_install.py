@@ -11,10 +11,10 @@ import pandas as pd
 from click.testing import CliRunner
 
 from boinc_fakes import fake_db, make_fake_project, run_as_boinc
-from server.boinc_contract import APP_NAME, ASSIMILATE_SCRIPT, VALIDATE_COMPARE_SCRIPT, VALIDATE_INIT_SCRIPT
-from server.boinc_install import daemon_entries, install
+from server.core.boinc_contract import APP_NAME, ASSIMILATE_SCRIPT, VALIDATE_COMPARE_SCRIPT, VALIDATE_INIT_SCRIPT
+from server.boinc.install import daemon_entries, install
 from server.cli import main as cli_main
-from server.executors import settings_env
+from server.boinc.executors import settings_env
 from work_generator.templates import rendered_templates
 
 

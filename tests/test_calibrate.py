@@ -6,8 +6,8 @@ import pandas as pd
 import pytest
 from astropy.io import fits
 
-from server.calibrate import CalibrationError, calibrate_frame, fit_zero_point, update_instrument_registry
-from server.catalogs import DataFrameCatalog
+from server.image.calibrate import CalibrationError, calibrate_frame, fit_zero_point, update_instrument_registry
+from server.image.catalogs import DataFrameCatalog
 from server.synth import FrameSpec, render_frame, write_frame
 from imgfront_helpers import offline_catalog
 
@@ -119,8 +119,8 @@ def test_not_a_fits_file_raises_value_error(tmp_path):
 
 
 def test_instrument_registry_accumulates_history_across_frames(tmp_path):
-    from server.db import Database
-    from server.db.models import Instrument, InstrumentCalibration, Site
+    from server.core.db import Database
+    from server.core.db.models import Instrument, InstrumentCalibration, Site
 
     db = Database(f"sqlite:///{tmp_path / 'reg.db'}")
     db.create_all()
@@ -156,7 +156,7 @@ def test_instrument_registry_accumulates_history_across_frames(tmp_path):
 def test_solved_frame_calibrates_like_the_true_wcs_frame(tmp_path):
     import shutil
 
-    from server.solve import plate_solve
+    from server.image.solve import plate_solve
 
     if shutil.which("solve-field") is None:
         pytest.skip("astrometry.net solve-field is required")

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from server.catalogs import (
+from server.image.catalogs import (
     COLUMNS,
     BundledCatalog,
     CachedOnlineCatalog,

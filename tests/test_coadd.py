@@ -9,9 +9,9 @@ from astropy.wcs import WCS
 
 from app.reproject_kernel import as_wcs, exact_mapping
 from imgback_frames import GRID_SCALE, GRID_SHAPE, DEC0, RA0, common_flux, heterogeneous_specs, render, star_table
-from server.coadd import BYTES_PER_FRAME_PIXEL, BYTES_PER_PIXEL, co_add, coAdd, combine_stack, plan_chunks
-from server.normalise import input_weight, normalise_image
-from server.reproject import output_grid, reproject_image, weight_path_for
+from server.image.coadd import BYTES_PER_FRAME_PIXEL, BYTES_PER_PIXEL, co_add, coAdd, combine_stack, plan_chunks
+from server.image.normalise import input_weight, normalise_image
+from server.image.reproject import output_grid, reproject_image, weight_path_for
 from server.synth import write_frame
 
 N_FRAMES = 8
@@ -19,7 +19,7 @@ DEFECT = 3  # index of the frame with cosmic rays and a satellite trail
 
 
 def reference_combine(D, W, clip_sigma=3.0, max_iters=3, ampfrac=0.3):
-    """Independent per-pixel reference: the rule of server.coadd written as a plain loop."""
+    """Independent per-pixel reference: the rule of server.image.coadd written as a plain loop."""
     N, ny, nx = D.shape
     stack = np.full((ny, nx), np.nan)
     unc = np.full((ny, nx), np.nan)
@@ -267,7 +267,7 @@ def _stack_needing_three_rounds(rng, n, shape):
 
 
 def test_pixels_settled_early_or_batched_match_every_round_on_every_pixel(monkeypatch):
-    from server import coadd
+    from server.image import coadd
 
     rng = np.random.default_rng(7)
     D, W = _stack_needing_three_rounds(rng, 40, (24, 50))

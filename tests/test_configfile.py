@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from server.configfile import read_config_file
+from server.core.configfile import read_config_file
 
 
 def test_toml_and_json_files_are_read_by_extension(tmp_path):

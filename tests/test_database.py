@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import inspect, select
 
-from server.db import Database, DatabaseError
-from server.db.models import Base, Campaign, Observation, Site, WorkUnit
+from server.core.db import Database, DatabaseError
+from server.core.db.models import Base, Campaign, Observation, Site, WorkUnit
 
 EXPECTED_TABLES = sorted(Base.metadata.tables)
 
@@ -83,7 +83,7 @@ def test_duplicate_content_hash_is_refused_by_the_schema(any_db):
 
 def test_bjd_times_keep_double_precision(any_db):
     """BJD_TDB ~2.46e6 d needs 64-bit floats: a single-precision column would lose minutes."""
-    from server.db.models import Target, TransitTime
+    from server.core.db.models import Target, TransitTime
 
     any_db.upgrade()
     t = 2460123.456789123

@@ -12,9 +12,9 @@ pytestmark = [pytest.mark.slow, pytest.mark.solver]
 
 
 def test_demo_runs_end_to_end_on_embedded_defaults_and_recovers_the_injected_answers(tmp_path):
-    from server.context import OpenAstro
-    from server.demo import VARIABLE_PERIOD_D, run_demo
-    from server.settings import load_settings
+    from server.core.context import OpenAstro
+    from server.pipeline.demo import VARIABLE_PERIOD_D, run_demo
+    from server.core.settings import load_settings
 
     app = OpenAstro(load_settings(env={}, overrides={"var_dir": str(tmp_path / "var"), "progress": False}))
     lines: list[str] = []

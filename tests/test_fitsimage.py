@@ -1,9 +1,9 @@
-"""server.fitsimage: the image stages' safe reader refuses bad files before reading pixels."""
+"""server.image.fitsimage: the image stages' safe reader refuses bad files before reading pixels."""
 import numpy as np
 import pytest
 from astropy.io import fits
 
-from server.fitsimage import inspect_image, open_image, write_fits_atomic
+from server.image.fitsimage import inspect_image, open_image, write_fits_atomic
 
 
 def _write(path, data, **cards):

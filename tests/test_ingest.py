@@ -14,8 +14,8 @@ from astropy.io import fits
 from sqlalchemy import func, select
 
 from ingest_samples import CSV_HEADER, ETD_TEXT, HEADER, astrobin_header, csv_row, ext_row, record, small_image
-from server.context import OpenAstro
-from server.db.models import Instrument, Observation, PhotometryPoint, Site, Target, TransitTime
+from server.core.context import OpenAstro
+from server.core.db.models import Instrument, Observation, PhotometryPoint, Site, Target, TransitTime
 from server.ingest.service import IngestError, IngestOptions, ingest_path
 
 
@@ -148,7 +148,7 @@ def test_aavso_extended_rows_become_photometry_points_and_bad_rows_are_reported(
 
 
 def test_aavso_hjd_dates_are_converted_back_to_jd_utc_when_the_target_has_coordinates(oa_app, tmp_path):
-    from server.timeconv import utc_to_hjd_utc
+    from server.core.timeconv import utc_to_hjd_utc
 
     ra, dec = 325.6783, 43.5861  # SS Cyg
     with oa_app.db.session() as s:
@@ -187,7 +187,7 @@ def test_aavso_download_csv_becomes_points_with_upper_limits(oa_app, tmp_path):
 
 
 def test_etd_table_becomes_bjd_tdb_transit_times(db_app, tmp_path):
-    from server.timeconv import hjd_utc_to_bjd_tdb
+    from server.core.timeconv import hjd_utc_to_bjd_tdb
 
     path = tmp_path / "wasp12.csv"
     path.write_text(ETD_TEXT)

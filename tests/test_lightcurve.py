@@ -10,11 +10,11 @@ import pytest
 from astropy.io import fits
 from click.testing import CliRunner
 
-from server.db import Database
-from server.db.models import PhotometryPoint, Site, Target
-from server.lightcurve import assemble_lightcurve, lightcurve_from_db, write_csv, write_fits
-from server.periodogram import lomb_scargle_result
-from server.timeconv import SiteLocation, utc_to_bjd_tdb
+from server.core.db import Database
+from server.core.db.models import PhotometryPoint, Site, Target
+from server.timeseries.lightcurve import assemble_lightcurve, lightcurve_from_db, write_csv, write_fits
+from server.timeseries.periodogram import lomb_scargle_result
+from server.core.timeconv import SiteLocation, utc_to_bjd_tdb
 
 TARGET = dict(ra_deg=120.25, dec_deg=10.5)
 SITES = {  # id: (lat, lon, height, zero-point offset in mag)

@@ -3,7 +3,7 @@
 TTV: a synthetic Kepler-88-like system (app.ttv.synthetic.kepler88_like: perturber 0.65 M_J = 206.6 Earth
 masses at 22.3 d), 3 free parameters (perturber mass, period, conjunction time), two period bins (the true
 one and a wrong one), nlive 30, dlogz 0.5, two replicas per work unit. Compared with the direct local run of
-the same bins (run_ttv_task per bin + combine_bins, as server.ttv_inference does): the posteriors agree
+the same bins (run_ttv_task per bin + combine_bins, as server.ttv.inference does): the posteriors agree
 within their statistical errors and recover the perturber.
 
 Images: two small rotated/rescaled TAN frames, tiles of one output grid, assembled frames compared with the
@@ -17,10 +17,10 @@ import io
 import numpy as np
 import pytest
 
-from server.campaigns import (campaign_status, create_campaign, create_stack_campaign, export_posterior,
+from server.boinc.campaigns import (campaign_status, create_campaign, create_stack_campaign, export_posterior,
                               load_posterior, run_campaign)
-from server.db.models import Result, Stack, WorkUnit
-from server.executors import LocalExecutor
+from server.core.db.models import Result, Stack, WorkUnit
+from server.boinc.executors import LocalExecutor
 from work_generator.sizing import resources_from_model
 
 pytestmark = pytest.mark.slow
@@ -49,7 +49,7 @@ def small_ttv_campaign_config() -> dict:
 
 
 def direct_local_run(config: dict, seed: int):
-    """What server.ttv_inference.run_ttv_inference does with these bins: run_ttv_task per bin, combine_bins."""
+    """What server.ttv.inference.run_ttv_inference does with these bins: run_ttv_task per bin, combine_bins."""
     from app.ttv.combine import combine_bins
     from app.ttv.task import run_ttv_task
     from work_generator.plan import bin_prior

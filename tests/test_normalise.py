@@ -7,7 +7,7 @@ import pytest
 from astropy.io import fits
 
 from imgback_frames import common_flux, heterogeneous_specs, render, star_table
-from server.normalise import COMMON_ZERO_POINT, flux_scale, input_weight, normalise_frame, normalise_image
+from server.image.normalise import COMMON_ZERO_POINT, flux_scale, input_weight, normalise_frame, normalise_image
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from astropy.timeseries import LombScargle
 
-from server.periodogram import (
+from server.timeseries.periodogram import (
     exact_power,
     frequency_grid,
     grid_power,

@@ -12,8 +12,8 @@ import pandas as pd
 import pytest
 from astropy.io import fits
 
-from server.catalogs import DataFrameCatalog
-from server.solve import plate_solve, pointing_from_header
+from server.image.catalogs import DataFrameCatalog
+from server.image.solve import plate_solve, pointing_from_header
 from server.synth import FrameSpec, render_frame, write_frame
 from imgfront_helpers import max_wcs_error_arcsec, offline_catalog
 
@@ -159,7 +159,7 @@ def test_pointing_is_read_from_degree_or_sexagesimal_keywords():
 
 
 def test_rice_compressed_frame_is_read_and_a_truncated_one_refused(tmp_path):
-    from server.fitsimage import inspect_image, open_image
+    from server.image.fitsimage import inspect_image, open_image
 
     data = np.random.default_rng(0).normal(500.0, 10.0, (200, 300)).astype(np.float32)
     hdr = fits.Header({"EXPTIME": 30.0})

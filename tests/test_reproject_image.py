@@ -8,8 +8,8 @@ from astropy.io import fits
 
 from app.reproject_kernel import as_wcs
 from imgback_frames import DEC0, RA0, heterogeneous_specs, render, star_table
-from server.fitsimage import strip_wcs
-from server.reproject import (
+from server.image.fitsimage import strip_wcs
+from server.image.reproject import (
     FrameInfo,
     NoOverlapError,
     NoWCSError,

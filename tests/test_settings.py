@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from server.settings import SETTINGS, SettingsError, load_settings
+from server.core.settings import SETTINGS, SettingsError, load_settings
 
 
 def test_defaults_are_the_embedded_ones(tmp_path):

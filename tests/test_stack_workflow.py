@@ -9,7 +9,7 @@ from astropy.wcs import WCS
 from click.testing import CliRunner
 
 from server.cli import main
-from server.db.models import Calibration, Observation, Stack, Target
+from server.core.db.models import Calibration, Observation, Stack, Target
 from server.synth import write_frame
 from imgback_frames import DEC0, RA0, common_flux, heterogeneous_specs, render, star_table
 

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 from sqlalchemy import select
 
-from server.db.models import Calibration, Instrument, InstrumentCalibration, Observation, PhotometryPoint, StageRun, Target
+from server.core.db.models import Calibration, Instrument, InstrumentCalibration, Observation, PhotometryPoint, StageRun, Target
 from server.ingest.service import IngestOptions, ingest_path
 from server.ingest.sites import create_site
-from server.stage_runner import run_pipeline
+from server.pipeline.runner import run_pipeline
 from server.synth import FrameSpec, render_frame, write_frame
 from imgfront_helpers import offline_catalog
 
@@ -79,7 +79,7 @@ def test_frames_are_solved_calibrated_and_the_registry_accumulates(oa_app, tmp_p
 def test_unsolvable_frame_is_flagged_with_a_reason_and_kept(oa_app, tmp_path):
     site = create_site(oa_app.db, "Noise Site")
     empty = FrameSpec(0.0, -89.0, (256, 256), 2.0, fill_from_mag=None, mag_limit=1.0, instrument="NoiseCam")
-    from server.catalogs import DataFrameCatalog
+    from server.image.catalogs import DataFrameCatalog
     import pandas as pd
 
     frame = render_frame(empty, np.random.default_rng(0),

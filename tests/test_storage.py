@@ -9,7 +9,7 @@ import threading
 
 import pytest
 
-from server.storage import LocalObjectStore, ObjectTooLarge, StorageError, atomic_write_bytes, key_for
+from server.core.storage import LocalObjectStore, ObjectTooLarge, StorageError, atomic_write_bytes, key_for
 
 
 def test_put_bytes_is_named_by_sha256_and_round_trips(tmp_path):

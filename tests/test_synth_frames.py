@@ -7,8 +7,8 @@ import pytest
 from astropy.io import fits
 from astropy.wcs import WCS
 
-from server.catalogs import DataFrameCatalog
-from server.fitsimage import is_wcs_keyword
+from server.image.catalogs import DataFrameCatalog
+from server.image.fitsimage import is_wcs_keyword
 from server.synth import FrameSpec, make_wcs, render_frame, write_frame
 from imgfront_helpers import offline_catalog
 

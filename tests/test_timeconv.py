@@ -13,7 +13,7 @@ from astropy.coordinates import EarthLocation, SkyCoord
 from astropy.time import Time
 from astropy.utils import iers
 
-from server.timeconv import (
+from server.core.timeconv import (
     SiteLocation,
     hjd_utc_to_bjd_tdb,
     jd_to_mjd,

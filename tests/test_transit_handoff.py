@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 from sqlalchemy import select
 
-from server.db.models import Target, TransitTime
+from server.core.db.models import Target, TransitTime
 from server.synth.transits import store_transit_photometry, transit_photometry
-from server.timeconv import SiteLocation
-from server.transit_handoff import transit_times_from_db, ttv_table_from_db
+from server.core.timeconv import SiteLocation
+from server.ttv.handoff import transit_times_from_db, ttv_table_from_db
 
 SITE = SiteLocation(lat_deg=28.7606, lon_deg=-17.8816, height_m=2332.0)  # La Palma
 RA, DEC = 300.18, 22.71

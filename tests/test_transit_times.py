@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from server.transit_times import (check_time_convention, extract_transit_times,
+from server.timeseries.transit_times import (check_time_convention, extract_transit_times,
                                   fit_linear_ephemeris, load_transit_time_table)
 
 PARAMS = {"period": 3.0, "t0": 100.0, "rp_rs": 0.1, "a_rs": 12.0, "inc": 88.5, "u": [0.4, 0.25]}

@@ -11,13 +11,13 @@ from test_validator import SEED_A, SEED_B
 from test_work_generator import linear_estimate
 
 from app.ttv.synthetic import kepler88_like
-from server.campaigns import (
+from server.boinc.campaigns import (
     campaign_status,
     create_campaign,
     load_posterior,
     ttv_campaign_config,
 )
-from server.db.models import Campaign, Posterior, Result, WorkUnit
+from server.core.db.models import Campaign, Posterior, Result, WorkUnit
 from work_generator.plan import plan_ttv
 
 PRIORS = {"stellar_mass": 0.99, "perturber_period": [20.78, 23.23], "perturber_period_bins": [[21.9, 22.6]],

@@ -8,8 +8,8 @@ from sqlalchemy import select
 
 from app.ttv.synthetic import kepler88_like
 from server.cli import main
-from server.db import Database
-from server.db.models import Campaign, Posterior, TransitTime
+from server.core.db import Database
+from server.core.db.models import Campaign, Posterior, TransitTime
 from test_transit_times import PARAMS, _light_curve
 
 

@@ -24,7 +24,7 @@ import pandas as pd
 import pytest
 
 from app.ttv.synthetic import kepler88_like
-from server.ttv_inference import (run_ttv_inference, write_corner_png, write_summary_csv,
+from server.ttv.inference import (run_ttv_inference, write_corner_png, write_summary_csv,
                                   write_summary_json)
 
 CONFIG = {"stellar_mass": 0.99, "perturber_period": [20.78, 23.23],

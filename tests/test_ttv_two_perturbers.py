@@ -1,4 +1,4 @@
-"""Model comparison with a second perturber: 0 vs 1 vs 2 perturbers (server.ttv_inference).
+"""Model comparison with a second perturber: 0 vs 1 vs 2 perturbers (server.ttv.inference).
 
 Cheap configuration (stated): 60 transits of b (sigma 1-2 min), b's mass (8.7 M_earth) and every
 eccentricity fixed at the truth; free are b's osculating period and conjunction time and each
@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 
 from app.ttv.synthetic import ExtraPlanet, kepler88_like
-from server.ttv_inference import plan_tasks, run_ttv_inference
+from server.ttv.inference import plan_tasks, run_ttv_inference
 
 D_TRUTH = ExtraPlanet("d", mass=0.5, period=7.2, e=0.02, omega_deg=30.0, tconj=3.0)
 CONFIG = {"stellar_mass": 0.99, "perturber_period": [20.78, 23.23],

@@ -19,9 +19,9 @@ from astropy.io import fits
 from sqlalchemy import func, select
 
 from ingest_samples import HEADER, astrobin_header, ext_row, small_image
-from server.api import create_api, safe_client_name
-from server.context import OpenAstro
-from server.db.models import Observation
+from server.web.api import create_api, safe_client_name
+from server.core.context import OpenAstro
+from server.core.db.models import Observation
 from server.ingest.sites import create_site, issue_api_key, revoke_api_key
 
 LIMIT = 96 * 1024  # upload_max_bytes for these tests

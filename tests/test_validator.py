@@ -16,11 +16,11 @@ import pytest
 
 from boinc_fakes import (make_fake_project, rewrite_result, run_as_boinc, small_ttv_params, small_ttv_result_bytes,
                          spec_for)
-from server.boinc_contract import TTV_MAX_NBYTES, fanout_dir
-from server.boinc_install import write_launchers
-from server.campaigns import create_campaign
-from server.db.models import Result, WorkUnit
-from server.executors import settings_env
+from server.core.boinc_contract import TTV_MAX_NBYTES, fanout_dir
+from server.boinc.install import write_launchers
+from server.boinc.campaigns import create_campaign
+from server.core.db.models import Result, WorkUnit
+from server.boinc.executors import settings_env
 from validator.checks import InvalidResult, check_container, compare_ttv
 from validator.common import _plain
 

@@ -8,9 +8,9 @@ import xml.etree.ElementTree as ET
 import pytest
 
 from boinc_fakes import fake_db, make_fake_project, run_tool, small_ttv_params
-from server.boinc_contract import TEMPLATES, fanout_dir, templates_for
-from server.campaigns import create_campaign
-from server.db.models import Campaign, WorkUnit
+from server.core.boinc_contract import TEMPLATES, fanout_dir, templates_for
+from server.boinc.campaigns import create_campaign
+from server.core.db.models import Campaign, WorkUnit
 from work_generator.boinc_project import BoincProject, BoincProjectError
 from work_generator.generate import generate, materialise, run_daemon
 from work_generator.plan import plan_ttv, split_runs

@@ -16,9 +16,9 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 
-from server.boinc_contract import parse_upload_name, templates_for
-from server.db import DatabaseError
-from server.settings import SettingsError
+from server.core.boinc_contract import parse_upload_name, templates_for
+from server.core.db import DatabaseError
+from server.core.settings import SettingsError
 
 
 class Transient(RuntimeError):
@@ -35,8 +35,8 @@ def log(program: str, message: str) -> None:
 
 
 def open_app():
-    from server.context import OpenAstro
-    from server.settings import load_settings
+    from server.core.context import OpenAstro
+    from server.core.settings import load_settings
 
     try:
         app = OpenAstro(load_settings())
@@ -59,7 +59,7 @@ class WorkUnitInfo:
 
 def work_unit_for_file(app, path: str | Path) -> tuple[WorkUnitInfo, str]:
     """(work unit, result name) of an uploaded output file, from its server-given name."""
-    from server.db.models import WorkUnit
+    from server.core.db.models import WorkUnit
 
     upload = parse_upload_name(Path(path).name)
     try:
@@ -85,7 +85,7 @@ def file_rng(path: str | Path):
 
 def record_validation(app, wu: WorkUnitInfo, result_name: str, path: str | Path, valid: bool, reason: str,
                       summary: dict[str, Any] | None) -> None:
-    from server.db.models import Result
+    from server.core.db.models import Result
 
     try:
         with app.db.session() as session:

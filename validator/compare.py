@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sys
 
-from server.boinc_contract import EXIT_INVALID, EXIT_TRANSIENT, EXIT_VALID
+from server.core.boinc_contract import EXIT_INVALID, EXIT_TRANSIENT, EXIT_VALID
 from validator.checks import InvalidResult, compare_envelopes, load_checked
 from validator.common import Transient, log, open_app, work_unit_for_file
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sys
 
-from server.boinc_contract import EXIT_INVALID, EXIT_TRANSIENT, EXIT_VALID, MAX_ROWS_PER_RUN
+from server.core.boinc_contract import EXIT_INVALID, EXIT_TRANSIENT, EXIT_VALID, MAX_ROWS_PER_RUN
 from validator.checks import InvalidResult, check_result
 from validator.common import Transient, file_rng, log, open_app, record_validation, work_unit_for_file
 

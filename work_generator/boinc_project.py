@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-from server.boinc_contract import APP_NAME, fanout_dir
-from server.storage import atomic_write_bytes
+from server.core.boinc_contract import APP_NAME, fanout_dir
+from server.core.storage import atomic_write_bytes
 
 
 class BoincProjectError(RuntimeError):

@@ -27,8 +27,8 @@ from typing import Callable, Iterable
 
 from sqlalchemy import select
 
-from server.boinc_contract import templates_for
-from server.db.models import Campaign, WorkUnit
+from server.core.boinc_contract import templates_for
+from server.core.db.models import Campaign, WorkUnit
 from work_generator.boinc_project import BoincProject, CreateWorkCall
 from work_generator.plan import FrameInput, PlannedWorkUnit, plan_tiles, plan_ttv
 from work_generator.sizing import Resources

@@ -26,7 +26,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Sequence
 
-from server.boinc_contract import (CUTOUT_OPEN_NAME, MAX_NLIVE_PER_RUN, MAX_TILE_PIXELS, SPEC_OPEN_NAME,
+from server.core.boinc_contract import (CUTOUT_OPEN_NAME, MAX_NLIVE_PER_RUN, MAX_TILE_PIXELS, SPEC_OPEN_NAME,
                                    check_wu_name)
 from work_generator.sizing import Resources
 
@@ -239,7 +239,7 @@ def plan_tiles(campaign_id: int, seed_entropy: int, frames: Sequence[FrameInput]
                margin_px: int = 2, method: str = "bilinear", conserve_flux: bool = True) -> list[PlannedWorkUnit]:
     """Work units of an image campaign: frame x output tile (tiny tiles grouped along rows).
 
-    ``conserve_flux`` (default, as in ``server.reproject.reproject_image``) scales values by the output/input pixel
+    ``conserve_flux`` (default, as in ``server.image.reproject.reproject_image``) scales values by the output/input pixel
     area, so frames of different pixel scales co-add in one flux-per-output-pixel unit.
     """
     from app.reproject_kernel import cutout_for_tile, plan_mapping

@@ -7,7 +7,7 @@ Rules from the contract (../shared/boinc-contract.md):
   do NOT: they come from the cost model on the ``create_work`` command line (one call per cost class).
 * Every input and the output use ``<copy_file/>``: inputs are real files in the slot, and the output does
   not exist until the app writes it (no soft-link stub to be overwritten and lost).
-* ``max_nbytes`` is sized to the real outputs (server.boinc_contract); a larger file is a client error.
+* ``max_nbytes`` is sized to the real outputs (server.core.boinc_contract); a larger file is a client error.
 * Template file names carry a version: BOINC re-reads the output template whenever it creates a result,
   so a template that live work units use is never edited; a change gets a new file name.
 """
@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from server.boinc_contract import TEMPLATES, KindTemplates
+from server.core.boinc_contract import TEMPLATES, KindTemplates
 
 REPO_TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "templates"
 DELAY_BOUND_S = 4 * 86400  # a volunteer has 4 days to return a result before it is re-sent
@@ -42,7 +42,7 @@ def render_input_template(t: KindTemplates) -> str:
 
 
 def render_output_template(t: KindTemplates) -> str:
-    from server.boinc_contract import RESULT_OPEN_NAME
+    from server.core.boinc_contract import RESULT_OPEN_NAME
 
     return "\n".join([
         "<output_template>",
@@ -78,7 +78,7 @@ def rendered_templates() -> dict[str, str]:
 
 def write_templates(directory: Path) -> list[Path]:
     """Write the templates into ``directory``; refuse to change an existing file (versioned names)."""
-    from server.storage import atomic_write_bytes
+    from server.core.storage import atomic_write_bytes
 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)

@@ -4,7 +4,7 @@
 # Why: PyInstaller bundles the build machine's libpython, libstdc++, libgcc_s, libssl..., so the
 # frozen app needs the build machine's glibc (2.36 on Debian 12) and does not start on Ubuntu
 # 22.04 / 20.04 or RHEL 9 (docs/volunteer_app.md, "glibc floor"). This script makes the same
-# build (same spec, same excludes and strip rules: server.boinc_package.build_frozen_app) inside
+# build (same spec, same excludes and strip rules: server.boinc.package.build_frozen_app) inside
 # a Debian 11 "bullseye" chroot (glibc 2.31), with a CPython 3.11 built there from source and the
 # pinned wheels of constraints.txt; ttvfast (no cp311 wheel) is compiled by bullseye's gcc.
 #
@@ -22,8 +22,8 @@
 #      are on disk, uncommitted changes included) to /build/openastro in the chroot  [every run]
 #   6. venv /opt/venv; pip install -c constraints.txt the packages the freeze needs (wheels only,
 #      except ttvfast, compiled from its sdist)
-#   7. freeze: server.boinc_package.build_frozen_app run by the chroot's Python       [every run]
-#   8. copy the bundle out, print its glibc floor (server.boinc_package.glibc_floor) and size,
+#   7. freeze: server.boinc.package.build_frozen_app run by the chroot's Python       [every run]
+#   8. copy the bundle out, print its glibc floor (server.boinc.package.glibc_floor) and size,
 #      write BUNDLE.buildinfo.txt beside it (commit, dirty files, floor, pip freeze)  [every run]
 #
 # Environment (all optional):
@@ -302,11 +302,11 @@ fi
 
 # --- 7. freeze ----------------------------------------------------------------------------------
 
-step "freeze: server.boinc_package.build_frozen_app (chroot Python)"
+step "freeze: server.boinc.package.build_frozen_app (chroot Python)"
 safe_rm "$ROOT/build/freeze"
 run_logged "$ROOT/build/logs/freeze.log" chroot_sh "cd /build/openastro && $VENV/bin/python - <<'EOF'
 from pathlib import Path
-from server.boinc_package import build_frozen_app, glibc_floor, tree_size
+from server.boinc.package import build_frozen_app, glibc_floor, tree_size
 bundle = build_frozen_app(Path('/build/freeze'))
 print('bundle', bundle, 'floor', glibc_floor(bundle), 'bytes', tree_size(bundle))
 EOF"
@@ -329,7 +329,7 @@ mv "$OUT.tmp" "$OUT"
 floor_report=$(chroot_sh "cd /build/openastro && $VENV/bin/python - <<'EOF'
 import re, subprocess
 from pathlib import Path
-from server.boinc_package import glibc_floor, tree_size
+from server.boinc.package import glibc_floor, tree_size
 bundle = Path('/build/freeze/dist/openastro_app')
 need = []
 for p in sorted(bundle.rglob('*')):

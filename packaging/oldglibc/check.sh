@@ -70,7 +70,7 @@ BUNDLE=$(realpath -m "$BUNDLE")
 export OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 MKL_NUM_THREADS=1
 T0=$SECONDS
 log "bundle: $BUNDLE ($(du -sh "$BUNDLE" | cut -f1))"
-floor=$(cd "$REPO" && "$HOST_PYTHON" -c "import sys; from server.boinc_package import glibc_floor; print(glibc_floor(sys.argv[1]))" "$BUNDLE")
+floor=$(cd "$REPO" && "$HOST_PYTHON" -c "import sys; from server.boinc.package import glibc_floor; print(glibc_floor(sys.argv[1]))" "$BUNDLE")
 log "bundle glibc floor (objdump -T): GLIBC_$floor"
 
 # --- 1. the minimal old-glibc root --------------------------------------------------------------

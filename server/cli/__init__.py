@@ -11,10 +11,10 @@ import sys
 
 import click
 
-from server.context import OpenAstro
-from server.db import DatabaseError
-from server.settings import SettingsError, load_settings
-from server.storage import StorageError
+from server.core.context import OpenAstro
+from server.core.db import DatabaseError
+from server.core.settings import SettingsError, load_settings
+from server.core.storage import StorageError
 
 # Role subgroups, each a module of this package defining one click command or group of the same name.
 ROLE_MODULES = ("config", "db", "pipeline", "sites", "serve", "results", "ttv", "campaign", "boinc", "demo")

@@ -27,7 +27,7 @@ def boinc() -> None:
               help="Keep PyInstaller's build files here (default: a temp dir).")
 def package(version: str, wrapper: str, apps_dir: str, bundle: str | None, build_dir: str | None) -> None:
     """Freeze openastro-app and lay out apps/openastro_app/VERSION/PLATFORM/."""
-    from server.boinc_package import PackagingError, package_app_version
+    from server.boinc.package import PackagingError, package_app_version
 
     try:
         result = package_app_version(Path(apps_dir), version, Path(wrapper),
@@ -104,8 +104,8 @@ def install_cmd(app, project_dir, apps_dir, no_register) -> None:
     """Install launchers, templates, daemons, apps and platforms into a BOINC project."""
     import os
 
-    from server.boinc_install import InstallError, install
-    from server.executors import settings_env
+    from server.boinc.install import InstallError, install
+    from server.boinc.executors import settings_env
 
     env = settings_env(app.settings)
     if os.environ.get("OPENASTRO_CONFIG"):
@@ -135,7 +135,7 @@ def install_cmd(app, project_dir, apps_dir, no_register) -> None:
 @click.pass_obj
 def status_cmd(app, campaign_id) -> None:
     """Work units by state, per campaign."""
-    from server.campaigns import work_unit_table
+    from server.boinc.campaigns import work_unit_table
 
     rows = work_unit_table(app, campaign_id)
     if not rows:

@@ -7,8 +7,8 @@ import time
 
 import click
 
-from server.configfile import read_config_file
-from server.context import OpenAstro
+from server.core.configfile import read_config_file
+from server.core.context import OpenAstro
 
 
 @click.group()
@@ -37,8 +37,8 @@ def campaign() -> None:
 def launch(app: OpenAstro, times, priors_path, bins, replicas, sampler, nlive, executor, name, seed, no_run,
            app_command) -> None:
     """Launch a TTV campaign on transit times TIMES (CSV: epoch, time, sigma [, planet])."""
-    from server.campaigns import CampaignError, create_campaign, ttv_campaign_config
-    from server.transit_times import load_transit_time_table
+    from server.boinc.campaigns import CampaignError, create_campaign, ttv_campaign_config
+    from server.timeseries.transit_times import load_transit_time_table
 
     try:
         prior_config = read_config_file(priors_path)
@@ -63,8 +63,8 @@ def launch(app: OpenAstro, times, priors_path, bins, replicas, sampler, nlive, e
 
 
 def _run(app, cid: int, app_command: str | None) -> None:
-    from server.campaigns import campaign_status, run_campaign
-    from server.executors import LocalExecutor
+    from server.boinc.campaigns import campaign_status, run_campaign
+    from server.boinc.executors import LocalExecutor
 
     status = campaign_status(app, cid)
     if status.executor == "local":
@@ -119,7 +119,7 @@ def _print_status(st) -> None:
 @click.pass_obj
 def status(app: OpenAstro, campaign_id: int, follow: bool, interval: float) -> None:
     """Progress per bin, evidences, failures."""
-    from server.campaigns import CampaignError, campaign_status
+    from server.boinc.campaigns import CampaignError, campaign_status
 
     try:
         st = campaign_status(app, campaign_id)
@@ -142,7 +142,7 @@ def status(app: OpenAstro, campaign_id: int, follow: bool, interval: float) -> N
 @click.pass_obj
 def cancel(app: OpenAstro, campaign_id: int) -> None:
     """Cancel a campaign: unfinished work units are not run (BOINC: see docs/deploy.md)."""
-    from server.campaigns import CampaignError, cancel_campaign
+    from server.boinc.campaigns import CampaignError, cancel_campaign
 
     try:
         n = cancel_campaign(app, campaign_id)

@@ -6,8 +6,8 @@ import json
 
 import click
 
-from server.context import OpenAstro
-from server.settings import describe
+from server.core.context import OpenAstro
+from server.core.settings import describe
 
 
 @click.group()

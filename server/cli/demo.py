@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from server.context import OpenAstro
+from server.core.context import OpenAstro
 
 
 @click.command()
@@ -12,6 +12,6 @@ from server.context import OpenAstro
 @click.pass_obj
 def demo(app: OpenAstro, quick: bool) -> None:
     """Run the whole pipeline on synthetic data with embedded defaults (SQLite, local store, local executor)."""
-    from server.demo import run_demo
+    from server.pipeline.demo import run_demo
 
     run_demo(app, quick=quick, echo=click.echo)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from server.context import OpenAstro
+from server.core.context import OpenAstro
 
 
 def expand_paths(paths: tuple[str, ...]) -> list[Path]:
@@ -89,7 +89,7 @@ def process(app: OpenAstro, observation_ids: tuple[int, ...], stages: tuple[str,
 
     Each stage's outcome is recorded per observation; finished stages are skipped, so this is safe to re-run.
     Exits non-zero when any observation failed a stage (it stays in the database, flagged with the reason)."""
-    from server.stage_runner import STAGES, pending_images, run_pipeline
+    from server.pipeline.runner import STAGES, pending_images, run_pipeline
 
     app.db.require_current_schema()
     ids = list(observation_ids) or pending_images(app)
@@ -127,8 +127,8 @@ def stack(app: OpenAstro, target: str, band: str, executor: str | None, tile: in
 
     Frames without a WCS or calibration are refused with the reason. Reprojection runs as tile work units through
     the executor; with the local executor the stack is co-added before this command returns."""
-    from server.campaigns import run_campaign
-    from server.stacks import plan_stack, stack_outputs
+    from server.boinc.campaigns import run_campaign
+    from server.pipeline.stacks import plan_stack, stack_outputs
 
     app.db.require_current_schema()
     try:

@@ -7,7 +7,7 @@ import json
 import click
 import numpy as np
 
-from server.context import OpenAstro
+from server.core.context import OpenAstro
 
 
 @click.group()
@@ -26,7 +26,7 @@ def _assembly_options(func):
 
 
 def _load(app: OpenAstro, target: str, band: str, quantity: str, bin_days, reject_sigma):
-    from server.lightcurve import lightcurve_from_db
+    from server.timeseries.lightcurve import lightcurve_from_db
 
     with app.db.session() as session:
         return lightcurve_from_db(session, target, band, quantity=quantity, bin_days=bin_days,
@@ -46,7 +46,7 @@ def _safe_name(text: str) -> str:
 @click.pass_obj
 def lightcurve(app: OpenAstro, target: str, band: str, quantity: str, bin_days, reject_sigma, fmt: str, out) -> None:
     """Assemble TARGET's light curve in one band and export it as CSV or FITS."""
-    from server.lightcurve import write_lightcurve
+    from server.timeseries.lightcurve import write_lightcurve
 
     try:
         lc = _load(app, target, band, quantity, bin_days, reject_sigma)
@@ -81,7 +81,7 @@ def lightcurve(app: OpenAstro, target: str, band: str, quantity: str, bin_days, 
 def periodogram(app: OpenAstro, target: str, band: str, quantity: str, bin_days, reject_sigma, min_period,
                 max_period, oversampling, nterms, fap_method, n_bootstrap, seed, plot, save) -> None:
     """Lomb-Scargle period search on TARGET's light curve in one band."""
-    from server.periodogram import lomb_scargle_result, plot_phase_folded
+    from server.timeseries.periodogram import lomb_scargle_result, plot_phase_folded
 
     seed_seq = np.random.SeedSequence(seed)
     try:
@@ -114,7 +114,7 @@ def periodogram(app: OpenAstro, target: str, band: str, quantity: str, bin_days,
 def _save(app: OpenAstro, lc, res, seed_seq) -> None:
     from sqlalchemy import select
 
-    from server.db.models import LightCurve, Periodogram, Target
+    from server.core.db.models import LightCurve, Periodogram, Target
 
     buf = io.BytesIO()
     np.savez(buf, frequency=res.frequency, power=res.power, window_power=res.window_power,

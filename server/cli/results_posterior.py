@@ -18,7 +18,7 @@ import click
 @click.pass_obj
 def posterior(app, campaign_id: int, fmt: str, output: str | None, corner: str | None) -> None:
     """Equal-weight posterior samples of a TTV campaign, all bins combined by evidence."""
-    from server.campaigns import CampaignError, corner_plot, export_posterior
+    from server.boinc.campaigns import CampaignError, corner_plot, export_posterior
 
     output = output or f"campaign_{campaign_id}_posterior.{fmt}"
     try:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from server.context import OpenAstro
+from server.core.context import OpenAstro
 
 
 @click.command()
@@ -15,7 +15,7 @@ def serve(app: OpenAstro, host: str | None, port: int | None) -> None:
     """Serve the upload API (POST /api/v1/observations) with uvicorn."""
     import uvicorn
 
-    from server.api import create_api
+    from server.web.api import create_api
 
     app.db.require_current_schema()
     host = host or app.settings.api_host

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from server.context import OpenAstro
+from server.core.context import OpenAstro
 
 
 @click.group(name="site")

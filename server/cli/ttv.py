@@ -8,8 +8,8 @@ import click
 
 from app.atomic import atomic_path
 
-from server.configfile import read_config_file
-from server.context import OpenAstro
+from server.core.configfile import read_config_file
+from server.core.context import OpenAstro
 
 
 @click.group()
@@ -30,7 +30,7 @@ def times(app: OpenAstro, lightcurve: str, params_path: str, out, target, planet
     """Fit mid-transit times in LIGHTCURVE (CSV with time [BJD_TDB d], flux, flux_err)."""
     import pandas as pd
 
-    from server.transit_times import extract_transit_times
+    from server.timeseries.transit_times import extract_transit_times
 
     try:
         params = read_config_file(params_path)
@@ -54,7 +54,7 @@ def times(app: OpenAstro, lightcurve: str, params_path: str, out, target, planet
                    f"P = {eph['period']:.7f} +- {eph['cov'][1][1] ** 0.5:.7f} d "
                    f"(chi2 = {eph['chi2']:.1f}, n = {eph['n']})")
     if target:
-        from server.ttv_store import store_transit_times
+        from server.ttv.store import store_transit_times
 
         with app.db.session() as session:
             n = store_transit_times(session, target, planet, table)
@@ -78,8 +78,8 @@ def fit(app: OpenAstro, times_path: str, priors_path: str, out_dir, time_offset:
         sigma_unit: str, target, store: bool) -> None:
     """Posterior on a hidden perturber from the transit times in TIMES (CSV: [planet,] epoch,
     time, sigma), running every period bin locally."""
-    from server.transit_times import load_transit_time_table
-    from server.ttv_inference import (is_perturber_param, plan_tasks, run_ttv_inference,
+    from server.timeseries.transit_times import load_transit_time_table
+    from server.ttv.inference import (is_perturber_param, plan_tasks, run_ttv_inference,
                                       summary_dict, write_corner_png, write_summary_csv,
                                       write_summary_json)
 
@@ -130,7 +130,7 @@ def fit(app: OpenAstro, times_path: str, priors_path: str, out_dir, time_offset:
         click.echo(f"warning: {flag}")
     click.echo(f"results in {out_dir}")
     if store:
-        from server.ttv_store import store_ttv_result
+        from server.ttv.store import store_ttv_result
 
         with app.db.session() as session:
             cid = store_ttv_result(session, app.store, target, name, result,
@@ -150,7 +150,7 @@ def times_from_db(app: OpenAstro, target: str, band: str, params_path: str, plan
 
     The light curve (BJD_TDB, relative flux) is assembled from the calibrated and archival photometry, normalised
     out of transit, and fitted per transit; re-running replaces the stored times."""
-    from server.transit_handoff import transit_times_from_db
+    from server.ttv.handoff import transit_times_from_db
 
     app.db.require_current_schema()
     try:

@@ -35,12 +35,12 @@ import pandas as pd
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
-from server.db.models import Instrument, Observation, PhotometryPoint, Target, TransitTime
+from server.core.db.models import Instrument, Observation, PhotometryPoint, Target, TransitTime
 from server.ingest.etd import split_planet_name
 from server.ingest.fitsmeta import DEFAULT_MAX_DATA_BYTES, FitsError, FitsMetadata, parse_sexagesimal, read_fits_metadata
 from server.ingest.formats import SNIFF_BYTES, detect_format, parse_table
 from server.ingest.tabular import FormatError, ParsedTable, RowError, jd_to_datetime
-from server.storage import StoredObject, sha256_file
+from server.core.storage import StoredObject, sha256_file
 
 MAX_REPORTED_ERRORS = 200
 CLIENT_META_KEYS = {
@@ -212,7 +212,7 @@ def _jd_to_datetimes(jd: np.ndarray) -> list:
 
 def _undo_heliocentric(hjd: np.ndarray, ra: float, dec: float) -> np.ndarray:
     """HJD_UTC -> JD_UTC at the geocentre (fixed point: the correction changes < 1e-4 s per s)."""
-    from server.timeconv import utc_to_hjd_utc
+    from server.core.timeconv import utc_to_hjd_utc
 
     jd = hjd.copy()
     for _ in range(3):
@@ -221,7 +221,7 @@ def _undo_heliocentric(hjd: np.ndarray, ra: float, dec: float) -> np.ndarray:
 
 
 def _photometry_rows(session, obs: Observation, table: ParsedTable, options: IngestOptions) -> tuple[list, list]:
-    from server.timeconv import utc_to_bjd_tdb
+    from server.core.timeconv import utc_to_bjd_tdb
 
     rows = table.rows
     star_col = "star_id" if table.format == "aavso-extended" else "star_name"
@@ -281,7 +281,7 @@ def _coordinate(params: Mapping[str, str], key: str, hours: bool) -> float | Non
 
 
 def _transit_rows(session, obs: Observation, table: ParsedTable, options: IngestOptions) -> tuple[list, list]:
-    from server.timeconv import to_bjd_tdb
+    from server.core.timeconv import to_bjd_tdb
 
     rows = table.rows
     default = table.params.get("planet") or options.planet

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import func, select
 
-from server.db.models import ApiKey, Site, utcnow
+from server.core.db.models import ApiKey, Site, utcnow
 
 _TOKEN = re.compile(r"^oa_([0-9a-f]{8})_([A-Za-z0-9_-]{43})$")
 

@@ -8,7 +8,7 @@ The photometric model (documented in docs/synthetic_frames.md) is
 so a star with catalog magnitude ``mag`` (Johnson V from the catalog) and colour ``color``
 (B-V) deposits ``F = t * 10**(-0.4 * (mag - zero_point - color_term * color))`` ADU, and
 ``zero_point`` is the catalog magnitude of a colour-0 star giving 1 ADU/s. This is exactly the
-model ``server.calibrate`` fits, so a calibration must recover (zero_point, color_term).
+model ``server.image.calibrate`` fits, so a calibration must recover (zero_point, color_term).
 
 Pixels: 0-based, pixel (i, j) covers [i-0.5, i+0.5]; the PSF is a circular Gaussian of
 FWHM ``fwhm_px`` integrated exactly over each pixel. Noise: Poisson on (star + sky)
@@ -25,14 +25,14 @@ import numpy as np
 import pandas as pd
 from scipy.special import erf as _erf
 
-from server.fitsimage import strip_wcs as _strip_wcs
-from server.fitsimage import write_fits_atomic
+from server.image.fitsimage import strip_wcs as _strip_wcs
+from server.image.fitsimage import write_fits_atomic
 
 if TYPE_CHECKING:
     from astropy.io.fits import Header
     from astropy.wcs import WCS
 
-    from server.catalogs import CatalogProvider
+    from server.image.catalogs import CatalogProvider
 
 FWHM_TO_SIGMA = 1.0 / (2.0 * np.sqrt(2.0 * np.log(2.0)))
 #: slope of the synthetic faint-star counts, d log10 N / dm (typical of V = 12-17 star counts)
@@ -165,7 +165,7 @@ def _faint_fill(spec: FrameSpec, stars: pd.DataFrame, area_deg2: float, rng: np.
 
 
 def _default_catalog() -> "CatalogProvider":
-    from server.catalogs import default_offline_catalog
+    from server.image.catalogs import default_offline_catalog
 
     return default_offline_catalog()
 

@@ -1,6 +1,6 @@
 """Synthetic transit photometry with injected transit-timing variations (known answer for stage 7b).
 
-Times are generated on a UTC JD grid at a site, converted to BJD_TDB (``server.timeconv``), and the flux is a
+Times are generated on a UTC JD grid at a site, converted to BJD_TDB (``server.core.timeconv``), and the flux is a
 batman quadratic-limb-darkening model whose mid-times (BJD_TDB) are shifted by a sinusoidal TTV. The output is what
 a site would report: JD_UTC and magnitudes, so the pipeline's own BJD conversion is part of what is checked.
 """
@@ -14,7 +14,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from server.timeconv import SiteLocation, utc_to_bjd_tdb
+from server.core.timeconv import SiteLocation, utc_to_bjd_tdb
 
 
 @dataclass(frozen=True)
@@ -51,7 +51,7 @@ def store_transit_photometry(app, truth: TransitTruth, *, target: str, site_name
     """Write the photometry as PhotometryPoint rows of ``target`` (created with its coordinates) at a site."""
     from sqlalchemy import select
 
-    from server.db.models import PhotometryPoint, Site, Target
+    from server.core.db.models import PhotometryPoint, Site, Target
 
     with app.db.session() as s:
         site_row = s.scalars(select(Site).where(Site.name == site_name)).one_or_none()

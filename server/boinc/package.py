@@ -36,7 +36,7 @@ CHECKPOINT_FILENAME = "openastro_checkpoint.dat"
 FRACTION_DONE_FILENAME = "fraction_done"
 SPEC_OPEN_NAME = "wu.json"
 RESULT_OPEN_NAME = "result.npz"
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 PACKAGING_DIR = REPO_ROOT / "packaging"
 
 _VERSION_RE = re.compile(r"^[0-9]{1,3}\.[0-9]{2}$")

@@ -42,10 +42,10 @@ from typing import Callable, Protocol, Sequence
 
 from sqlalchemy import func, select
 
-from server.boinc_contract import (ASSIMILATE_SCRIPT, EXIT_TRANSIENT, EXIT_VALID, RESULT_OPEN_NAME,
+from server.core.boinc_contract import (ASSIMILATE_SCRIPT, EXIT_TRANSIENT, EXIT_VALID, RESULT_OPEN_NAME,
                                    SPEC_OPEN_NAME, VALIDATE_COMPARE_SCRIPT, VALIDATE_INIT_SCRIPT, fanout_dir,
                                    templates_for)
-from server.db.models import Campaign, WorkUnit
+from server.core.db.models import Campaign, WorkUnit
 
 LOCAL_HOST = "localhost"
 CHECKPOINT_NAME = "openastro_checkpoint.dat"
@@ -112,7 +112,7 @@ def app_command_default() -> list[str]:
 
 
 def job_command_line() -> list[str]:
-    """The arguments job.xml gives the app (server.boinc_package renders the same line)."""
+    """The arguments job.xml gives the app (server.boinc.package renders the same line)."""
     return ["run", "--spec", SPEC_OPEN_NAME, "--out", RESULT_OPEN_NAME, "--checkpoint", CHECKPOINT_NAME,
             "--fraction-done", FRACTION_DONE_NAME]
 
@@ -136,7 +136,7 @@ class LocalExecutor:
     def __init__(self, app, *, ncores: int | None = None, app_command: Sequence[str] | None = None,
                  checkpoint_period_s: float | None = None, echo: Callable[[str], None] | None = None,
                  keep_slots: bool = False) -> None:
-        from server.boinc_install import write_launchers
+        from server.boinc.install import write_launchers
 
         self.app = app
         self.ncores = int(ncores or app.settings.ncores)

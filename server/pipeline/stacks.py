@@ -1,11 +1,11 @@
 """Deep stacks as a workflow: select calibrated frames -> output grid -> tile work units -> co-add.
 
 ``plan_stack`` picks the calibrated image observations of one target and band, refuses (and reports) frames
-without a WCS or a calibration, chooses the output grid (``server.reproject.output_grid``: the reference frame's
+without a WCS or a calibration, chooses the output grid (``server.image.reproject.output_grid``: the reference frame's
 pixel scale, covering every frame's footprint unless a region is given) and creates an image campaign whose
 reprojection tiles run through the campaign's executor (local or BOINC). The assimilator assembles the tiles into
-frames, normalises each frame with its calibrated zero point (``server.normalise``) and co-adds them
-(``server.coadd``) once every frame is in.
+frames, normalises each frame with its calibrated zero point (``server.image.normalise``) and co-adds them
+(``server.image.coadd``) once every frame is in.
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 
 from sqlalchemy import select
 
-from server.context import OpenAstro
-from server.db.models import Calibration, Observation, Stack, Target
+from server.core.context import OpenAstro
+from server.core.db.models import Calibration, Observation, Stack, Target
 
 
 @dataclass(frozen=True)
@@ -30,8 +30,8 @@ class StackPlan:
 def plan_stack(app: OpenAstro, target: str, band: str, *, executor: str = "local", tile: int = 512,
                region: tuple[float, float, float, float] | None = None, replicas: int = 1,
                name: str | None = None, seed: int | None = None, max_frames: int | None = None) -> StackPlan:
-    from server.campaigns import create_stack_campaign
-    from server.reproject import frame_info, output_grid, select_reference
+    from server.boinc.campaigns import create_stack_campaign
+    from server.image.reproject import frame_info, output_grid, select_reference
 
     with app.db.session() as s:
         tgt = s.scalars(select(Target).where(Target.name == target)).one_or_none()

@@ -42,8 +42,8 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
-from server.context import OpenAstro
-from server.db import DatabaseError
+from server.core.context import OpenAstro
+from server.core.db import DatabaseError
 from server.ingest.fitsmeta import DEFAULT_MAX_DATA_BYTES
 from server.ingest.service import (
     IngestError,
@@ -54,7 +54,7 @@ from server.ingest.service import (
     validate_client_meta,
 )
 from server.ingest.sites import authenticate
-from server.storage import StorageError
+from server.core.storage import StorageError
 
 log = logging.getLogger("openastro.api")
 

@@ -1,10 +1,10 @@
-"""Alembic environment: runs migrations on the engine handed over by ``server.db.Database``."""
+"""Alembic environment: runs migrations on the engine handed over by ``server.core.db.Database``."""
 
 from __future__ import annotations
 
 from alembic import context
 
-from server.db.models import Base
+from server.core.db.models import Base
 
 config = context.config
 target_metadata = Base.metadata
@@ -13,7 +13,7 @@ target_metadata = Base.metadata
 def run_migrations_online() -> None:
     engine = config.attributes.get("engine")
     if engine is None:
-        from server.context import OpenAstro
+        from server.core.context import OpenAstro
 
         engine = OpenAstro().db.engine
     with engine.connect() as connection:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-APP_NAME = "openastro_app"          # the one BOINC app (server/boinc_package.py lays out its versions)
+APP_NAME = "openastro_app"          # the one BOINC app (server/boinc/package.py lays out its versions)
 SPEC_OPEN_NAME = "wu.json"          # open name of the work-unit spec in the slot
 RESULT_OPEN_NAME = "result.npz"     # open name of the result file in the slot
 CUTOUT_OPEN_NAME = "cutout.fits"    # open name of a reproject-tile input cutout

@@ -49,7 +49,7 @@ import numpy as np
 from app.atomic import atomic_path
 import pandas as pd
 
-from server.timeconv import SiteLocation, utc_to_bjd_tdb
+from server.core.timeconv import SiteLocation, utc_to_bjd_tdb
 
 __all__ = [
     "AssembledLightCurve",
@@ -429,7 +429,7 @@ def photometry_frame_from_db(session, target_name: str):
     """(Target row, DataFrame of all its photometry joined with site locations). ValueError if unknown."""
     from sqlalchemy import select
 
-    from server.db.models import PhotometryPoint, Site, Target
+    from server.core.db.models import PhotometryPoint, Site, Target
 
     target = session.scalars(select(Target).where(Target.name == target_name)).one_or_none()
     if target is None:

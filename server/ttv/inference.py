@@ -24,7 +24,7 @@ from app.atomic import atomic_open, atomic_write_text
 from app.ttv.bins import PeriodBin, period_bins
 from app.ttv.combine import combine_bins, merge_bin_runs
 from app.ttv.task import run_ttv_task
-from server.transit_times import fit_linear_ephemeris, validate_ttv_table
+from server.timeseries.transit_times import fit_linear_ephemeris, validate_ttv_table
 
 CONFIG_DEFAULTS = {
     "stellar_mass": None,            # M_sun (required)

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 from sqlalchemy import select
 
-from server.db.models import Campaign, Posterior, Target, TransitTime
+from server.core.db.models import Campaign, Posterior, Target, TransitTime
 
 
 def _target(session, name: str) -> Target:
@@ -55,7 +55,7 @@ def store_ttv_result(session, store, target_name: str | None, name: str, result:
                         seed_entropy=str(cfg.get("seed")), summary=summary)
     session.add(campaign)
     session.flush()
-    from server.ttv_inference import MODEL_NAMES as model_names
+    from server.ttv.inference import MODEL_NAMES as model_names
     for m, v in result["models"].items():
         buf = io.BytesIO()
         df = v["posterior_samples"]

@@ -24,7 +24,7 @@ from typing import Callable
 
 import numpy as np
 
-from server.context import OpenAstro
+from server.core.context import OpenAstro
 
 Echo = Callable[[str], None]
 
@@ -81,11 +81,11 @@ def step_image_front(app: OpenAstro, work: Path, n_frames: int, size: int, echo:
     from astropy.time import Time
     from sqlalchemy import select
 
-    from server.catalogs import DataFrameCatalog
-    from server.db.models import Calibration, Target
+    from server.image.catalogs import DataFrameCatalog
+    from server.core.db.models import Calibration, Target
     from server.ingest.service import IngestOptions, ingest_path
     from server.ingest.sites import create_site, find_site
-    from server.stage_runner import catalog_provider, run_pipeline
+    from server.pipeline.runner import catalog_provider, run_pipeline
     from server.synth import render_frame, write_frame
 
     catalog = catalog_provider(app)
@@ -134,8 +134,8 @@ def step_image_front(app: OpenAstro, work: Path, n_frames: int, size: int, echo:
 
 
 def step_variable_star(app: OpenAstro, echo: Echo) -> dict:
-    from server.lightcurve import lightcurve_from_db
-    from server.periodogram import lomb_scargle
+    from server.timeseries.lightcurve import lightcurve_from_db
+    from server.timeseries.periodogram import lomb_scargle
 
     with app.db.session() as s:
         lc = lightcurve_from_db(s, "V* Demo Ori", "V")
@@ -153,8 +153,8 @@ HOT_JUPITER = {"period": 2.2185733, "t0": 2460000.35, "rp_rs": 0.155, "a_rs": 8.
 
 def step_transit_times(app: OpenAstro, echo: Echo, rng) -> dict:
     from server.synth.transits import store_transit_photometry, transit_photometry
-    from server.timeconv import SiteLocation
-    from server.transit_handoff import transit_times_from_db
+    from server.core.timeconv import SiteLocation
+    from server.ttv.handoff import transit_times_from_db
 
     site = SiteLocation(lat_deg=28.76, lon_deg=-17.88, height_m=2300.0)
     epochs = [0, 1, 3, 4, 6, 9, 10, 13, 14, 17]
@@ -171,7 +171,7 @@ def step_transit_times(app: OpenAstro, echo: Echo, rng) -> dict:
 
 
 def step_ttv_campaign(app: OpenAstro, echo: Echo) -> dict:
-    from server.campaigns import run_demo_campaign
+    from server.boinc.campaigns import run_demo_campaign
 
     t0 = time.monotonic()
     status = run_demo_campaign(app, echo=echo)
@@ -182,8 +182,8 @@ def step_ttv_campaign(app: OpenAstro, echo: Echo) -> dict:
 def step_stack(app: OpenAstro, echo: Echo, n_frames: int) -> dict:
     from astropy.io import fits
 
-    from server.campaigns import run_campaign
-    from server.stacks import plan_stack, stack_outputs
+    from server.boinc.campaigns import run_campaign
+    from server.pipeline.stacks import plan_stack, stack_outputs
 
     t0 = time.monotonic()
     plan = plan_stack(app, "V* Demo Ori", "V", executor="local", tile=512, max_frames=n_frames)

@@ -1,7 +1,7 @@
 """Streaming SNR^2-weighted, median/MAD sigma-clipped co-addition of reprojected frames.
 
 Inputs are frames already on one output grid (same shape, same WCS), in one common flux unit
-(:mod:`server.normalise`), each with a weight map whose values are the per-pixel weights
+(:mod:`server.image.normalise`), each with a weight map whose values are the per-pixel weights
 ``w_i = SNR_i^2`` (0 = masked: NaN, saturated, off-frame or bad pixels).
 
 Rule, per output pixel, over the frames with finite data and weight > 0:
@@ -52,7 +52,7 @@ from pathlib import Path
 import numpy as np
 from astropy.io import fits
 
-from server.fitsimage import write_fits_atomic
+from server.image.fitsimage import write_fits_atomic
 
 __all__ = ["ChunkPlan", "CoaddArrays", "co_add", "coAdd", "combine_stack", "plan_chunks"]
 

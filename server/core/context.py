@@ -7,9 +7,9 @@ from __future__ import annotations
 
 from functools import cached_property
 
-from server.db import Database
-from server.settings import Settings, load_settings
-from server.storage import LocalObjectStore
+from server.core.db import Database
+from server.core.settings import Settings, load_settings
+from server.core.storage import LocalObjectStore
 
 
 class OpenAstro:

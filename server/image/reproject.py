@@ -30,7 +30,7 @@ from astropy.io import fits
 from astropy.wcs import WCS
 
 from app.reproject_kernel import DEFAULT_TOLERANCE_PX, as_wcs, cutout_for_tile, reproject_tile
-from server.fitsimage import is_wcs_keyword, open_image, write_fits_atomic
+from server.image.fitsimage import is_wcs_keyword, open_image, write_fits_atomic
 
 __all__ = ["FrameInfo", "NoOverlapError", "NoWCSError", "ReferenceChoice", "ReprojectionBatch", "frame_info",
            "output_grid", "reproject_frames", "reproject_image", "select_reference", "weight_path_for"]

@@ -1,6 +1,6 @@
 """Campaigns: create, run, follow, cancel, export. The CLI (server/cli/campaign.py) calls these.
 
-A TTV campaign is planned with the TTV stage's own planner (``server.ttv_inference.plan_tasks``: the same
+A TTV campaign is planned with the TTV stage's own planner (``server.ttv.inference.plan_tasks``: the same
 priors and degeneracy-free period bins as a direct local run), for the models with one and/or two perturbers
 (``models`` of the prior config without 0; default one). Its config holds per model the full-range likelihood,
 the bins (globally numbered, each naming its model) with their prior masses, the sampler and the number of
@@ -19,9 +19,9 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 from sqlalchemy import func, select
 
-from server.db.models import Campaign, Posterior, Result, Stack, WorkUnit, utcnow
+from server.core.db.models import Campaign, Posterior, Result, Stack, WorkUnit, utcnow
 
-PERTURBER = "pert"  # the name server.ttv_inference gives the perturbing planet
+PERTURBER = "pert"  # the name server.ttv.inference gives the perturbing planet
 
 
 class CampaignError(ValueError):
@@ -41,7 +41,7 @@ def ttv_campaign_config(ttv_table, prior_config: Mapping[str, Any], *, replicas:
     numbered across models (model 1's first, then model 2's) and carry their ``model``; ``likelihoods``
     holds each model's full-range likelihood and ``likelihood`` the first model's.
     """
-    from server.ttv_inference import plan_tasks
+    from server.ttv.inference import plan_tasks
 
     cfg = dict(prior_config)
     models = cfg.get("models", [1])
@@ -94,7 +94,7 @@ def create_stack_campaign(app, frame_keys: Sequence[Mapping[str, str]], grid_hea
                           seed: int | None = None) -> int:
     """An image campaign: ``frame_keys`` = [{"key": FITS object key, "weight_key": optional,
     "zero_point": mag of 1 ADU/s, "exptime_s": seconds}, ...]. With zero points (all frames or none) the
-    assembled frames are normalised to the common flux unit (server.normalise) before co-addition."""
+    assembled frames are normalised to the common flux unit (server.image.normalise) before co-addition."""
     calibrated = [f.get("zero_point") is not None and f.get("exptime_s") is not None for f in frame_keys]
     if any(calibrated) and not all(calibrated):
         raise CampaignError("give zero_point and exptime_s for every frame or for none: normalised and raw "
@@ -116,7 +116,7 @@ def create_stack_campaign(app, frame_keys: Sequence[Mapping[str, str]], grid_hea
 def run_campaign(app, campaign_id: int, *, executor=None, echo: Callable[[str], None] | None = None,
                  on_progress=None, estimate=None):
     """Generate the campaign's work units and run them with its executor (local: to completion)."""
-    from server.executors import make_executor
+    from server.boinc.executors import make_executor
     from work_generator.generate import materialise
 
     with app.db.session() as session:
@@ -238,7 +238,7 @@ def cancel_campaign(app, campaign_id: int) -> int:
 def load_posterior(app, campaign_id: int) -> tuple[list[str], np.ndarray, dict]:
     """(parameter names, equal-weight samples, summary) of the campaign's combined posterior (of its model
     with the most perturbers when it ran several)."""
-    from server.ttv_inference import MODEL_NAMES
+    from server.ttv.inference import MODEL_NAMES
 
     rank = {name: n for n, name in MODEL_NAMES.items()}
     with app.db.session() as session:
@@ -258,7 +258,7 @@ def load_posterior(app, campaign_id: int) -> tuple[list[str], np.ndarray, dict]:
 
 
 def export_posterior(app, campaign_id: int, fmt: str, path) -> None:
-    from server.storage import atomic_write_bytes
+    from server.core.storage import atomic_write_bytes
 
     names, samples, summary = load_posterior(app, campaign_id)
     if fmt == "csv":
@@ -312,7 +312,7 @@ def corner_plot(app, campaign_id: int, path) -> None:
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=90)
     plt.close(fig)
-    from server.storage import atomic_write_bytes
+    from server.core.storage import atomic_write_bytes
 
     atomic_write_bytes(path, buffer.getvalue())
 
@@ -340,7 +340,7 @@ def demo_ttv_config(seed: int = 7, n_transits: int = 30, nlive: int = 30) -> dic
 
 def run_demo_campaign(app, *, echo: Callable[[str], None] = print) -> CampaignStatus:
     """The demo's TTV campaign through the local executor (bins x 2 replicas, validated, assimilated)."""
-    from server.executors import LocalExecutor
+    from server.boinc.executors import LocalExecutor
 
     cid = create_campaign(app, None, "ttv", demo_ttv_config(), executor="local", seed=20261125)
     progress = run_campaign(app, cid, executor=LocalExecutor(app, echo=lambda _m: None))

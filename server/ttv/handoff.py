@@ -1,7 +1,7 @@
 """Hand-off from light curves to transit timing: database photometry -> mid-transit times -> database.
 
 ``transit_times_from_db`` assembles the target's light curve (BJD_TDB, relative flux) from the photometry in the
-database, normalises it to the out-of-transit median, runs :func:`server.transit_times.extract_transit_times`, and
+database, normalises it to the out-of-transit median, runs :func:`server.timeseries.transit_times.extract_transit_times`, and
 stores the measured times as ``TransitTime`` rows (BJD_TDB days, sigma in days) that a TTV campaign reads with
 ``ttv_table_from_db``. Re-running replaces the rows of the same (target, planet, source): it is idempotent.
 """
@@ -14,11 +14,11 @@ import numpy as np
 import pandas as pd
 from sqlalchemy import delete, select
 
-from server.context import OpenAstro
-from server.db.models import Target, TransitTime
-from server.lightcurve import lightcurve_from_db
-from server.transit_times import extract_transit_times
-from server.ttv_store import store_transit_times
+from server.core.context import OpenAstro
+from server.core.db.models import Target, TransitTime
+from server.timeseries.lightcurve import lightcurve_from_db
+from server.timeseries.transit_times import extract_transit_times
+from server.ttv.store import store_transit_times
 
 
 @dataclass(frozen=True)

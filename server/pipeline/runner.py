@@ -1,6 +1,6 @@
 """The per-observation stage runner: ingest -> solve -> calibrate.
 
-Each stage is a pure function (``server.solve.plate_solve``, ``server.calibrate.calibrate_frame``) wrapped here
+Each stage is a pure function (``server.image.solve.plate_solve``, ``server.image.calibrate.calibrate_frame``) wrapped here
 with the I/O: files come out of the object store, results go back into it and into the database, and every
 stage's outcome is recorded in ``stage_runs`` (one row per observation and stage, updated on re-runs). A stage
 that already succeeded is skipped unless forced, so re-running the pipeline is idempotent. Each stage's database
@@ -16,8 +16,8 @@ from typing import Callable, Iterable, Sequence
 
 from sqlalchemy import select
 
-from server.context import OpenAstro
-from server.db.models import (
+from server.core.context import OpenAstro
+from server.core.db.models import (
     Calibration,
     Observation,
     PhotometryPoint,
@@ -74,7 +74,7 @@ def _scale_hint(obs: Observation) -> tuple[float, float] | None:
 
 
 def run_solve(app: OpenAstro, observation_id: int) -> StageOutcome:
-    from server.solve import plate_solve
+    from server.image.solve import plate_solve
 
     started = utcnow()
     with app.db.session() as s:
@@ -117,7 +117,7 @@ def run_solve(app: OpenAstro, observation_id: int) -> StageOutcome:
 
 def catalog_provider(app: OpenAstro):
     """The reference catalog chosen by the ``catalog`` setting."""
-    from server import catalogs
+    from server.image import catalogs
 
     if app.settings.catalog == "online":
         return catalogs.CachedOnlineCatalog(cache_dir=app.settings.resolved_catalog_cache_dir)
@@ -155,7 +155,7 @@ def _target_photometry(obs: Observation, cal, match_radius_arcsec: float):
 
 
 def run_calibrate(app: OpenAstro, observation_id: int, catalog=None) -> StageOutcome:
-    from server.calibrate import calibrate_frame, update_instrument_registry
+    from server.image.calibrate import calibrate_frame, update_instrument_registry
 
     started = utcnow()
     with app.db.session() as s:

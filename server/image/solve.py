@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from server.fitsimage import DEFAULT_MAX_BYTES, is_wcs_keyword, open_image, strip_wcs, write_fits_atomic
+from server.image.fitsimage import DEFAULT_MAX_BYTES, is_wcs_keyword, open_image, strip_wcs, write_fits_atomic
 
 DEFAULT_INDEX_DIR = "/usr/share/astrometry"
 SOLVE_FIELD = "solve-field"
@@ -218,7 +218,7 @@ def refine_wcs(sources: SourceList, wcs, catalog, shape: tuple[int, int], *, sip
     """
     from scipy.spatial import cKDTree
 
-    from server.catalogs import angular_separation_deg
+    from server.image.catalogs import angular_separation_deg
 
     ny, nx = shape
     c = wcs.all_pix2world([[(nx - 1) / 2.0, (ny - 1) / 2.0], [0.0, 0.0]], 0)
@@ -369,7 +369,7 @@ def pointing_from_header(header) -> tuple[float, float] | None:
 def _read_corr(path: Path) -> tuple[int, float | None]:
     from astropy.io import fits
 
-    from server.catalogs import angular_separation_deg
+    from server.image.catalogs import angular_separation_deg
 
     if not path.exists():
         return 0, None

@@ -37,7 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
-from server.fitsimage import open_image, write_fits_atomic
+from server.image.fitsimage import open_image, write_fits_atomic
 
 __all__ = ["COMMON_ZERO_POINT", "NormalisedFrame", "flux_scale", "input_weight", "normalise_frame", "normalise_image"]
 

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from server.fitsimage import DEFAULT_MAX_BYTES, open_image
+from server.image.fitsimage import DEFAULT_MAX_BYTES, open_image
 
 
 class CalibrationError(ValueError):
@@ -203,7 +203,7 @@ def calibrate_frame(fits_path: str | os.PathLike, catalog, *, aperture_radius_px
     # catalog stars in the frame
     ny, nx = arr.shape
     corners = wcs.all_pix2world([[(nx - 1) / 2, (ny - 1) / 2], [0, 0], [nx - 1, 0], [0, ny - 1], [nx - 1, ny - 1]], 0)
-    from server.catalogs import angular_separation_deg
+    from server.image.catalogs import angular_separation_deg
 
     radius = float(angular_separation_deg(corners[0, 0], corners[0, 1], corners[1:, 0], corners[1:, 1]).max()) * 1.02
     cat = catalog.cone(float(corners[0, 0]), float(corners[0, 1]), min(radius, 90.0))
@@ -292,7 +292,7 @@ def update_instrument_registry(session, site_id: int, camera: str, result: Calib
     """
     from sqlalchemy import select
 
-    from server.db.models import Instrument, InstrumentCalibration
+    from server.core.db.models import Instrument, InstrumentCalibration
 
     if not camera or not str(camera).strip():
         raise ValueError(f"camera name must be non-empty, got {camera!r}")

@@ -29,11 +29,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
 
-from server.boinc_contract import (APP_NAME, ASSIMILATE_SCRIPT, VALIDATE_COMPARE_SCRIPT, VALIDATE_INIT_SCRIPT,
+from server.core.boinc_contract import (APP_NAME, ASSIMILATE_SCRIPT, VALIDATE_COMPARE_SCRIPT, VALIDATE_INIT_SCRIPT,
                                    WORK_GENERATOR_SCRIPT)
-from server.storage import atomic_write_bytes
+from server.core.storage import atomic_write_bytes
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 REPO_PROJECT_XML = REPO_ROOT / "project.xml"
 THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS")
 
