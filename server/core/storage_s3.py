@@ -25,12 +25,12 @@ from __future__ import annotations
 
 import base64
 import errno
+import functools
 import hashlib
 import io
 import os
 import shutil
 import tempfile
-import time
 from pathlib import Path
 from typing import Any, BinaryIO, Callable, Iterator
 
@@ -59,12 +59,29 @@ def _b64(digest: bytes) -> str:
     return base64.b64encode(digest).decode("ascii")
 
 
+@functools.lru_cache(maxsize=1)
+def _session():
+    """One boto3 session per process: it caches the service models (a new one costs ~1 s to load them)."""
+    import boto3
+
+    return boto3.session.Session()
+
+
+def _same_part(listed: dict, chunk: bytes, checksum: str) -> bool:
+    """Is a part already on the server (from ListParts) these bytes? By SHA-256 where the server reports it,
+    else by the part's ETag, which S3 and compatible servers define as the MD5 of the part's bytes."""
+    if listed.get("Size") != len(chunk):
+        return False
+    if listed.get("ChecksumSHA256"):
+        return listed["ChecksumSHA256"] == checksum
+    return str(listed.get("ETag", "")).strip('"') == hashlib.md5(chunk, usedforsecurity=False).hexdigest()
+
+
 def make_client(endpoint_url: str | None = None, region: str | None = None, max_attempts: int = 6):
     """A boto3 S3 client with standard retries (exponential backoff with jitter); credentials from boto3's chain."""
-    import boto3
     from botocore.config import Config
 
-    session = boto3.session.Session()
+    session = _session()
     config = Config(
         retries={"max_attempts": max_attempts, "mode": "standard"},
         connect_timeout=10, read_timeout=120,
@@ -288,8 +305,7 @@ class S3ObjectStore:
                 digest.update(chunk)
                 checksum = _b64(hashlib.sha256(chunk).digest())
                 previous = done.get(number)
-                if previous is not None and previous.get("Size") == len(chunk) \
-                        and previous.get("ChecksumSHA256") == checksum:
+                if previous is not None and _same_part(previous, chunk, checksum):
                     etag = previous["ETag"]
                     self.parts_reused += 1
                 else:
@@ -427,19 +443,17 @@ class S3ObjectStore:
             cached.unlink()
         return existed
 
-    def clean_temp(self, min_age_s: float = 0.0) -> int:
-        """Remove local spool files and abort incomplete multipart uploads started ``min_age_s`` ago or earlier."""
+    def clean_temp(self) -> int:
+        """Remove local spool files and abort the incomplete multipart uploads under this store's prefix
+        (left by killed uploads; a later put of the same bytes would otherwise resume them)."""
         removed = 0
         for p in list((self.root / "tmp").glob("put-*")) + list((self.root / "tmp").glob("get-*")):
             p.unlink(missing_ok=True)
             removed += 1
-        cutoff = time.time() - min_age_s
         paginator = self.client.get_paginator("list_multipart_uploads")
-        for page in paginator.paginate(Bucket=self.bucket, Prefix=self._name("sha256/")):
+        for page in self._call("list uploads of", None, lambda: list(
+                paginator.paginate(Bucket=self.bucket, Prefix=self._name("sha256/")))):
             for upload in page.get("Uploads", []):
-                initiated = upload.get("Initiated")
-                if min_age_s > 0 and initiated is not None and initiated.timestamp() > cutoff:
-                    continue
                 self._abort(upload["Key"], upload["UploadId"])
                 removed += 1
         return removed
