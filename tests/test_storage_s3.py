@@ -115,6 +115,19 @@ def test_object_changed_on_the_server_is_refused_on_read(s3_store_factory):
     assert not (store.root / obj.key).exists()  # no unverified copy is left in the cache
 
 
+def test_presigned_url_lets_a_worker_without_credentials_download_the_object(s3_store_factory, monkeypatch):
+    import urllib.request
+
+    store = s3_store_factory()
+    obj = store.put_bytes(b"input frame" * 50)
+    url = store.presigned_url(obj.key, expires_s=300)
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.delenv(name)
+    with urllib.request.urlopen(url, timeout=10) as response:
+        body = response.read()
+    assert hashlib.sha256(body).hexdigest() == obj.sha256
+
+
 def test_stores_under_different_prefixes_do_not_see_each_other(s3_store_factory):
     a, b = s3_store_factory("site-a", cache="a"), s3_store_factory("site-b", cache="b")
     obj = a.put_bytes(b"frame")

@@ -409,6 +409,13 @@ class S3ObjectStore:
             raise
         return dest
 
+    def presigned_url(self, key: str, expires_s: int = 3600) -> str:
+        """A time-limited HTTP GET URL for the object: a worker without S3 credentials downloads it directly
+        (and checks the SHA-256 in the key, as :meth:`path` does)."""
+        self._check_key(key)
+        return self._call("sign a URL for", key, self.client.generate_presigned_url, ClientMethod="get_object",
+                          Params={"Bucket": self.bucket, "Key": self._name(key)}, ExpiresIn=int(expires_s))
+
     def keys(self) -> Iterator[str]:
         from botocore.exceptions import BotoCoreError, ClientError
 
