@@ -180,6 +180,12 @@ def test_storage_url_setting_selects_the_s3_store(s3_endpoint, s3_bucket, tmp_pa
     assert store.root == tmp_path / "store-cache"
     with store.open(store.put_bytes(b"hello").key) as fh:
         assert fh.read() == b"hello"
+    from server.boinc.executors import settings_env
+
+    env = settings_env(settings)  # what the BOINC launchers get: the store's settings, never credentials
+    assert env["OPENASTRO_STORAGE_URL"] == f"s3://{s3_bucket}/prod"
+    assert env["OPENASTRO_S3_ENDPOINT_URL"] == s3_endpoint
+    assert not any(name.startswith("AWS_") for name in env) and "openastro-test-secret" not in str(env)
     with pytest.raises(SettingsError, match="s3://BUCKET"):
         load_settings(env={"OPENASTRO_STORAGE_URL": "https://bucket/prefix"})
     with pytest.raises(SettingsError, match=">= 5 MiB"):
