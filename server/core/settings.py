@@ -125,7 +125,8 @@ SETTINGS: tuple[Setting, ...] = (
             "Endpoint of an S3-compatible server (B2: https://s3.REGION.backblazeb2.com). Empty: AWS."),
     Setting("s3_region", "", _optional_text, "S3 region. Empty: boto3's default (AWS_DEFAULT_REGION), else us-east-1."),
     Setting("storage_cache_dir", "", _optional_text,
-            "Local cache of verified copies of S3 objects (path() hands these to readers). Empty: VAR_DIR/store-cache."),
+            "Local cache of verified copies of S3 objects (path() hands these to readers). "
+            "Empty: VAR_DIR/store-cache."),
     Setting("s3_multipart_threshold", 64 * 1024 * 1024, _part_size,
             "Objects of at least this many bytes are uploaded in parts (multipart, resumable), bytes."),
     Setting("s3_part_size", 16 * 1024 * 1024, _part_size, "Size of one multipart part, bytes (>= 5 MiB)."),
