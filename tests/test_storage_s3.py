@@ -190,3 +190,27 @@ def test_storage_url_setting_selects_the_s3_store(s3_endpoint, s3_bucket, tmp_pa
         load_settings(env={"OPENASTRO_STORAGE_URL": "https://bucket/prefix"})
     with pytest.raises(SettingsError, match=">= 5 MiB"):
         load_settings(env={"OPENASTRO_S3_PART_SIZE": "1000"})
+
+
+def test_ingest_on_the_s3_store_keeps_the_raw_frame_compressed_and_restorable(s3_endpoint, s3_bucket, tmp_path):
+    import numpy as np
+    from astropy.io import fits
+
+    from server.core.context import OpenAstro
+    from server.core.settings import load_settings
+    from server.ingest.compress import original_bytes
+    from server.ingest.service import ingest_path
+
+    app = OpenAstro(load_settings(env={"OPENASTRO_STORAGE_URL": f"s3://{s3_bucket}/prod",
+                                       "OPENASTRO_S3_ENDPOINT_URL": s3_endpoint},
+                                  overrides={"var_dir": str(tmp_path / "var"), "progress": False}))
+    app.db.upgrade()
+    src = tmp_path / "light.fits"
+    header = fits.Header({"DATE-OBS": "2026-01-02T03:04:05", "EXPTIME": 30.0, "OBJECT": "M 13"})
+    data = np.random.default_rng(5).poisson(900.0, (64, 96)).astype(np.uint16)
+    fits.PrimaryHDU(data, header).writeto(src)
+    result = ingest_path(app, src)
+    assert result.sha256 == hashlib.sha256(src.read_bytes()).hexdigest()
+    assert list(app.store.keys()) == [result.storage_key] and app.store.verify(result.storage_key)
+    fresh = S3ObjectStore(app.store.url, cache_dir=tmp_path / "worker-cache", endpoint_url=s3_endpoint)
+    assert original_bytes(fresh.path(result.storage_key)) == src.read_bytes()  # a worker elsewhere: same bytes
