@@ -20,6 +20,7 @@ BENCHMARKS = {
     "reproject": "4k reprojection vs reproject_interp and SWarp (time, peak memory)",
     "coadd": "co-addition of N 4k frames vs chunked astropy sigma_clip",
     "ingest": "ingest throughput vs a plain file copy",
+    "store": "object store put/read, local vs an S3 server (100 frames); RICE ratio and speed vs gzip",
     "boinc": "work units generated per second; assimilation time per 100 results",
     "app": "frozen app size, start-up time, peak memory per task kind (needs --app)",
 }

@@ -14,6 +14,7 @@ import pytest  # noqa: E402
 from server.core.context import OpenAstro  # noqa: E402
 from server.core.db import Database  # noqa: E402
 from server.core.settings import load_settings  # noqa: E402
+from s3_server import s3_bucket, s3_endpoint, s3_env, s3_store_factory  # noqa: E402,F401  (S3 backend fixtures)
 
 MYSQL_URL_VAR = "OPENASTRO_TEST_MYSQL_URL"
 

@@ -1,4 +1,7 @@
-"""The content-addressed store: dedup, atomicity, never overwriting, clear errors."""
+"""The content-addressed store: dedup, atomicity, never overwriting, clear errors.
+
+Every test that takes ``store`` runs against both backends: the local directory store and the S3 store on a real
+S3-compatible server (moto_server, started by scripts/s3-test-server.sh; see tests/s3_server.py)."""
 
 from __future__ import annotations
 
@@ -12,8 +15,22 @@ import pytest
 from server.core.storage import LocalObjectStore, ObjectTooLarge, StorageError, atomic_write_bytes, key_for
 
 
-def test_put_bytes_is_named_by_sha256_and_round_trips(tmp_path):
-    store = LocalObjectStore(tmp_path / "store")
+@pytest.fixture(params=["local", "s3"])
+def store(request, tmp_path):
+    if request.param == "local":
+        return LocalObjectStore(tmp_path / "store")
+    return request.getfixturevalue("s3_store_factory")()
+
+
+def _stored_state(store, key):
+    """What proves an object was not rewritten: the file's mtime (local) or the object's ETag+date (S3)."""
+    if isinstance(store, LocalObjectStore):
+        return store.path(key).stat().st_mtime_ns
+    head = store.client.head_object(Bucket=store.bucket, Key=store._name(key))
+    return head["ETag"], head["LastModified"]
+
+
+def test_put_bytes_is_named_by_sha256_and_round_trips(store, tmp_path):
     data = b"photons" * 1000
     obj = store.put_bytes(data)
     assert obj.sha256 == hashlib.sha256(data).hexdigest()
@@ -24,8 +41,7 @@ def test_put_bytes_is_named_by_sha256_and_round_trips(tmp_path):
     assert store.verify(obj.key)
 
 
-def test_same_content_twice_is_stored_once(tmp_path):
-    store = LocalObjectStore(tmp_path / "store")
+def test_same_content_twice_is_stored_once(store, tmp_path):
     src = tmp_path / "frame.fits"
     src.write_bytes(os.urandom(5000))
     first = store.put_file(src)
@@ -35,8 +51,7 @@ def test_same_content_twice_is_stored_once(tmp_path):
     assert len(list(store.keys())) == 1
 
 
-def test_concurrent_puts_of_same_content_give_one_object(tmp_path):
-    store = LocalObjectStore(tmp_path / "store")
+def test_concurrent_puts_of_same_content_give_one_object(store, tmp_path):
     data = os.urandom(200_000)
     results = []
     threads = [threading.Thread(target=lambda: results.append(store.put_bytes(data))) for _ in range(8)]
@@ -50,18 +65,38 @@ def test_concurrent_puts_of_same_content_give_one_object(tmp_path):
     assert not list((store.root / "tmp").iterdir())
 
 
-def test_stored_objects_are_never_overwritten(tmp_path):
-    store = LocalObjectStore(tmp_path / "store")
+def test_stored_objects_are_never_overwritten(store, tmp_path):
     obj = store.put_bytes(b"original")
     path = store.path(obj.key)
     assert not os.access(path, os.W_OK) or os.geteuid() == 0
-    mtime = path.stat().st_mtime_ns
-    store.put_bytes(b"original")
-    assert path.stat().st_mtime_ns == mtime
+    before = _stored_state(store, obj.key)
+    again = store.put_bytes(b"original")
+    assert not again.created
+    assert _stored_state(store, obj.key) == before
 
 
-def test_failed_stream_leaves_nothing_behind(tmp_path):
-    store = LocalObjectStore(tmp_path / "store")
+def test_exists_verify_and_delete_behave_alike(store, tmp_path):
+    obj = store.put_bytes(b"flat field" * 100)
+    other = store.put_bytes(b"dark frame")
+    assert store.exists(obj.key) and store.verify(obj.key)
+    assert sorted(store.keys()) == sorted([obj.key, other.key])
+    assert store.delete(obj.key) is True
+    assert not store.exists(obj.key)
+    assert store.delete(obj.key) is False
+    assert list(store.keys()) == [other.key]
+    with pytest.raises(StorageError, match="is not in the store"):
+        store.open(obj.key)
+    assert store.put_bytes(b"flat field" * 100).created  # deleted content can be stored again
+
+
+def test_copy_to_writes_the_object_atomically(store, tmp_path):
+    obj = store.put_bytes(b"weights" * 300)
+    dest = store.copy_to(obj.key, tmp_path / "slot" / "in.fits")
+    assert dest.read_bytes() == b"weights" * 300
+    assert [p.name for p in dest.parent.iterdir()] == ["in.fits"]
+
+
+def test_failed_stream_leaves_nothing_behind(store, tmp_path):
 
     class Broken(io.RawIOBase):
         def __init__(self):
@@ -79,24 +114,21 @@ def test_failed_stream_leaves_nothing_behind(tmp_path):
     assert not list((store.root / "tmp").iterdir())
 
 
-def test_size_limit_rejects_and_stores_nothing(tmp_path):
-    store = LocalObjectStore(tmp_path / "store")
+def test_size_limit_rejects_and_stores_nothing(store, tmp_path):
     with pytest.raises(ObjectTooLarge, match="size limit of 100 bytes"):
         store.put_stream(io.BytesIO(b"y" * 5000), max_bytes=100)
     assert list(store.keys()) == []
     assert not list((store.root / "tmp").iterdir())
 
 
-def test_keys_cannot_traverse_paths(tmp_path):
-    store = LocalObjectStore(tmp_path / "store")
+def test_keys_cannot_traverse_paths(store, tmp_path):
     with pytest.raises(ValueError, match="not a storage key"):
         store.path("../../etc/passwd")
     with pytest.raises(ValueError, match="not a"):
         store.path("sha256/aa/bb/../../../../etc/passwd")
 
 
-def test_missing_object_is_a_clear_error(tmp_path):
-    store = LocalObjectStore(tmp_path / "store")
+def test_missing_object_is_a_clear_error(store, tmp_path):
     with pytest.raises(StorageError, match="is not in the store"):
         store.open(key_for("0" * 64))
 
@@ -117,10 +149,9 @@ def test_atomic_write_replaces_whole_file(tmp_path):
     assert [p.name for p in target.parent.iterdir()] == ["result.npz"]
 
 
-def test_full_disk_is_a_clear_error_and_leaves_nothing(tmp_path, monkeypatch):
+def test_full_disk_is_a_clear_error_and_leaves_nothing(store, tmp_path, monkeypatch):
     import errno
 
-    store = LocalObjectStore(tmp_path / "store")
     real_fdopen = os.fdopen
 
     class FullFile:

@@ -345,9 +345,16 @@ class LocalExecutor:
 
 def settings_env(settings) -> dict[str, str]:
     """Environment that makes the bin/ programs see this application's database and object store."""
-    return {"OPENASTRO_VAR_DIR": str(Path(settings.var_dir).absolute()),
-            "OPENASTRO_DATABASE_URL": settings.resolved_database_url,
-            "OPENASTRO_STORAGE_DIR": str(settings.resolved_storage_dir)}
+    env = {"OPENASTRO_VAR_DIR": str(Path(settings.var_dir).absolute()),
+           "OPENASTRO_DATABASE_URL": settings.resolved_database_url,
+           "OPENASTRO_STORAGE_DIR": str(settings.resolved_storage_dir)}
+    if settings.storage_url:  # the S3 store; credentials travel in the inherited AWS_* environment, never here
+        for name in ("storage_url", "s3_endpoint_url", "s3_region", "s3_multipart_threshold", "s3_part_size",
+                     "s3_max_attempts"):
+            if settings.values[name] not in ("", None):
+                env["OPENASTRO_" + name.upper()] = str(settings.values[name])
+        env["OPENASTRO_STORAGE_CACHE_DIR"] = str(settings.resolved_storage_cache_dir)
+    return env
 
 
 class BoincExecutor:

@@ -28,4 +28,5 @@ def show(app: OpenAstro, as_json: bool) -> None:
     for name, value, source, _help in rows:
         click.echo(f"{name:<{width}}  {value!s:<40}  ({source})")
     click.echo(f"{'-> database':<{width}}  {app.settings.resolved_database_url}")
-    click.echo(f"{'-> storage':<{width}}  {app.settings.resolved_storage_dir}")
+    storage = app.settings.storage_url or app.settings.resolved_storage_dir
+    click.echo(f"{'-> storage':<{width}}  {storage}")

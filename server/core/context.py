@@ -9,7 +9,7 @@ from functools import cached_property
 
 from server.core.db import Database
 from server.core.settings import Settings, load_settings
-from server.core.storage import LocalObjectStore
+from server.core.storage import LocalObjectStore, ObjectStore
 
 
 class OpenAstro:
@@ -21,7 +21,12 @@ class OpenAstro:
         return Database(self.settings.resolved_database_url)
 
     @cached_property
-    def store(self) -> LocalObjectStore:
+    def store(self) -> ObjectStore:
+        """The local store (default) or, when ``storage_url`` is set, the S3 store."""
+        if self.settings.storage_url:
+            from server.core.storage_s3 import open_s3_store
+
+            return open_s3_store(self.settings)
         return LocalObjectStore(self.settings.resolved_storage_dir)
 
     @property

@@ -70,6 +70,22 @@ def _optional_text(value: Any) -> str:
     return str(value).strip()
 
 
+def _storage_url(value: Any) -> str:
+    text = str(value).strip()
+    if not text:
+        return ""
+    if not text.startswith("s3://") or not text[5:].split("/", 1)[0]:
+        raise ValueError("must be empty (the local store) or s3://BUCKET[/PREFIX]")
+    return text.rstrip("/")
+
+
+def _part_size(value: Any) -> int:
+    number = _positive_int(value)
+    if number < 5 * 1024 * 1024:
+        raise ValueError("must be >= 5 MiB (5242880): the S3 API's smallest multipart part")
+    return number
+
+
 def _bool(value: Any) -> bool:
     if isinstance(value, bool):
         return value
@@ -102,6 +118,22 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("database_url", "", _optional_text,
             "SQLAlchemy URL. Empty: SQLite at VAR_DIR/openastro.db. MariaDB: mysql+mysqldb://user:pw@host/db"),
     Setting("storage_dir", "", _optional_text, "Object store root. Empty: VAR_DIR/store."),
+    Setting("storage_url", "", _storage_url,
+            "Object store on the S3 API: s3://BUCKET/PREFIX (AWS S3, B2, any S3-compatible server). "
+            "Empty: the local store in STORAGE_DIR. Credentials: the usual AWS variables or files (boto3's chain)."),
+    Setting("s3_endpoint_url", "", _optional_text,
+            "Endpoint of an S3-compatible server (B2: https://s3.REGION.backblazeb2.com). Empty: AWS."),
+    Setting("s3_region", "", _optional_text, "S3 region. Empty: boto3's default (AWS_DEFAULT_REGION), else us-east-1."),
+    Setting("storage_cache_dir", "", _optional_text,
+            "Local cache of verified copies of S3 objects (path() hands these to readers). "
+            "Empty: VAR_DIR/store-cache."),
+    Setting("s3_multipart_threshold", 64 * 1024 * 1024, _part_size,
+            "Objects of at least this many bytes are uploaded in parts (multipart, resumable), bytes."),
+    Setting("s3_part_size", 16 * 1024 * 1024, _part_size, "Size of one multipart part, bytes (>= 5 MiB)."),
+    Setting("s3_max_attempts", 6, _positive_int,
+            "Attempts per S3 request on transient errors (throttling, 5xx, timeouts), exponential backoff."),
+    Setting("rice_compress", True, _bool,
+            "Store integer raw frames RICE-compressed (lossless, fpack format); the original is reproducible."),
     Setting("executor", "local", _choice("local", "boinc"), "Who runs work units: local process pool or BOINC."),
     Setting("ncores", None, _positive_int, "Worker processes for the local executor (default: usable cores)."),
     Setting("boinc_project_dir", "", _optional_text, "Root of the BOINC project (for the boinc executor)."),
@@ -144,6 +176,10 @@ class Settings:
     @property
     def resolved_storage_dir(self) -> Path:
         return Path(self.values["storage_dir"] or Path(self.values["var_dir"]) / "store").absolute()
+
+    @property
+    def resolved_storage_cache_dir(self) -> Path:
+        return Path(self.values["storage_cache_dir"] or Path(self.values["var_dir"]) / "store-cache").absolute()
 
     @property
     def resolved_catalog_cache_dir(self) -> Path:

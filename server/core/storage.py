@@ -5,7 +5,7 @@ the store, are fsynced and renamed into place, so a reader never sees a partial 
 most a stray temp file (removed by :meth:`LocalObjectStore.clean_temp`). An object is never overwritten: putting
 the same bytes twice returns the same key.
 
-:class:`ObjectStore` is the interface; an S3-compatible backend implements the same methods.
+:class:`ObjectStore` is the interface; the S3 backend (:mod:`server.core.storage_s3`) implements the same methods.
 """
 
 from __future__ import annotations
@@ -191,6 +191,15 @@ class LocalObjectStore:
     def verify(self, key: str) -> bool:
         """True when the object's bytes still hash to its name."""
         return sha256_file(self.path(key)) == key.rsplit("/", 1)[1]
+
+    def delete(self, key: str) -> bool:
+        """Remove the object; True when it existed."""
+        path = self.path(key)
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            return False
+        return True
 
     def clean_temp(self) -> int:
         removed = 0

@@ -6,7 +6,8 @@
    twice gives the first record back, never a copy;
 2. detect the format by content and validate it completely *before* anything is stored (FITS structure and
    metadata, or every row of a table); a file that fails leaves nothing behind;
-3. put the raw bytes in the content-addressed object store;
+3. put the raw bytes in the content-addressed object store (integer FITS frames RICE-compressed, losslessly and
+   reproducibly: see ``server.ingest.compress``; the observation keeps the original's sha256 and size);
 4. write the Observation (plus PhotometryPoint rows for AAVSO photometry, TransitTime rows for ETD tables,
    and get-or-create its Target and Instrument) in ONE transaction.
 
@@ -40,7 +41,8 @@ from server.ingest.etd import split_planet_name
 from server.ingest.fitsmeta import DEFAULT_MAX_DATA_BYTES, FitsError, FitsMetadata, parse_sexagesimal, read_fits_metadata
 from server.ingest.formats import SNIFF_BYTES, detect_format, parse_table
 from server.ingest.tabular import FormatError, ParsedTable, RowError, jd_to_datetime
-from server.core.storage import StoredObject, sha256_file
+from server.core.storage import StorageError, StoredObject, sha256_file
+from server.ingest.compress import store_raw
 
 MAX_REPORTED_ERRORS = 200
 CLIENT_META_KEYS = {
@@ -445,8 +447,8 @@ def _discard(app, stored: StoredObject, extras: list[StoredObject] = ()) -> None
     for obj in (stored, *extras):
         if obj.created:
             try:
-                app.store.path(obj.key).unlink(missing_ok=True)
-            except OSError:
+                app.store.delete(obj.key)
+            except (OSError, StorageError):
                 pass
 
 
@@ -465,7 +467,7 @@ def ingest_path(app, path: str | os.PathLike[str], options: IngestOptions | None
     if found is not None:
         return found
     prepared = prepare(path, options)
-    stored = app.store.put_file(path)
+    stored = store_raw(app.store, path, prepared.fmt, compress=app.settings.rice_compress)  # RICE: compress.py
     if stored.sha256 != sha:
         _discard(app, stored)
         raise IngestError(f"{path}: the file changed while it was being ingested")

@@ -205,7 +205,7 @@ def run_demo(app: OpenAstro, *, quick: bool = False, echo: Echo = print) -> dict
     echo(f"[1] database: {app.db}")
     app.db.upgrade()
     echo(f"    schema at revision {app.db.current_revision()}, {len(app.db.table_names())} tables; "
-         f"object store at {app.store.root}")
+         f"object store {app.store!r}")
     with tempfile.TemporaryDirectory(dir=app.work_dir("demo")) as tmp:
         work = Path(tmp)
         echo("[2] image front: ingest -> plate solve (astrometry.net) -> photometric calibration")
