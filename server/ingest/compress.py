@@ -11,7 +11,9 @@ The original file's identity stays recorded twice: the observation row keeps the
 
 * ``OA_OSHA``  - SHA-256 of the original file,
 * ``OA_OSIZE`` - its size in bytes,
-* ``OA_OHDR``  - the original primary header's card images verbatim (a long string, FITS CONTINUE convention).
+* ``OA_OHDR``  - the original primary header's card images, zlib-compressed and URL-safe base64-encoded (a long
+  string, FITS CONTINUE convention; encoded because card images hold quotes and slashes that a long string
+  value cannot carry verbatim through every reader).
 
 :func:`restore_original` rebuilds the original bytes from those cards and the decompressed raw integers, and
 checks them against ``OA_OSHA``. :func:`rice_compress` runs that restore before it hands the compressed file
@@ -21,10 +23,12 @@ odd header layout, trailing bytes, extensions, floats, BSCALE) is stored as it c
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import os
 import tempfile
 import warnings
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -81,6 +85,17 @@ def _not_compressible(raw: bytes, hdul) -> str | None:
     return None
 
 
+def _encode_header(cards: bytes) -> str:
+    return base64.urlsafe_b64encode(zlib.compress(cards, 9)).decode("ascii")
+
+
+def _decode_header(text: str) -> bytes:
+    try:
+        return zlib.decompress(base64.urlsafe_b64decode(text.encode("ascii")), bufsize=BLOCK)
+    except (ValueError, zlib.error) as exc:
+        raise ValueError(f"the {HEADER_KEY} card does not hold an encoded header ({exc})") from None
+
+
 def rice_compress(src: str | os.PathLike[str], dest: str | os.PathLike[str]) -> Compression:
     """Write the RICE-compressed form of ``src`` to ``dest`` when the exact original is reproducible from it.
 
@@ -109,7 +124,7 @@ def rice_compress(src: str | os.PathLike[str], dest: str | os.PathLike[str]) -> 
                 primary = fits.PrimaryHDU()
                 primary.header[SHA_KEY] = (sha, "SHA-256 of the original file")
                 primary.header[SIZE_KEY] = (len(raw), "size of the original file, bytes")
-                primary.header[HEADER_KEY] = raw[:_header_end(raw)].decode("ascii").rstrip(" ")
+                primary.header[HEADER_KEY] = _encode_header(raw[:_header_end(raw)])
                 packed = fits.CompImageHDU(data=data, header=header, compression_type="RICE_1")
                 fits.HDUList([primary, packed]).writeto(dest, overwrite=True, checksum=False)
         restored = original_bytes(dest)
@@ -137,11 +152,10 @@ def original_bytes(path: str | os.PathLike[str]) -> bytes:
     with fits.open(path, memmap=False, do_not_scale_image_data=True) as hdul:
         if SHA_KEY not in hdul[0].header or len(hdul) != 2:
             raise ValueError(f"{path}: not a RICE-compressed original (no {SHA_KEY} in the primary header)")
-        text = str(hdul[0].header[HEADER_KEY])
+        head = _decode_header(str(hdul[0].header[HEADER_KEY]))
         packed = hdul[1]
         bitpix = int(packed.header["BITPIX"])
         data = np.ascontiguousarray(packed.data).astype(_RAW_DTYPE[bitpix], copy=False).tobytes()
-    head = text.encode("ascii")
     head += b" " * (-len(head) % BLOCK)
     return head + data + b"\0" * (-len(data) % BLOCK)
 
