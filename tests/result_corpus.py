@@ -149,5 +149,5 @@ def adversarial_results(good: bytes, *, other_wu_seed, other_campaign_seed, othe
         "truncated": Bad(good[: len(good) // 2], why="not a readable npz|truncated"),
         "empty": Bad(b"", why="empty"),
         "wrong schema": Bad(rewrite_result(good, meta_update={"version": 99}), why="version 99"),
-        "missing array": Bad(rewrite_result(good, drop=("logwt",)), why="missing ['logwt']"),
+        "missing array": Bad(rewrite_result(good, drop=("logwt",)), why=r"missing \['logwt'\]"),
     }
