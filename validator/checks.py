@@ -184,8 +184,10 @@ def check_ttv_nested(envelope: ResultEnvelope, spec: Mapping[str, Any], rng: np.
     for key in ("samples_id", "samples_it", "ncall", "logvol", "logwt", "logz", "logzerr", "information"):
         if a[key].shape != (n,):
             raise InvalidResult(f"{key} has shape {a[key].shape}, expected ({n},)")
-    for key in ("samples", "samples_u", "logl", "logvol", "logwt", "logz", "logzerr", "information"):
+    for key in ("samples", "samples_u", "logl", "logvol", "logwt", "logz", "logzerr", "information", "eff"):
         _finite(key, a[key])
+    if float(a["eff"]) < 0:
+        raise InvalidResult(f"sampling efficiency {float(a['eff'])!r} is negative")
     if np.any(a["samples_u"] < 0) or np.any(a["samples_u"] > 1):
         raise InvalidResult("samples_u leave the unit cube [0, 1]")
     if np.any(a["samples_id"] < 0) or np.any(a["samples_id"] >= nlive) or np.any(a["ncall"] < 0):

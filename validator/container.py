@@ -26,6 +26,7 @@ import os
 import re
 import stat
 import zipfile
+import zlib
 from pathlib import Path
 from typing import BinaryIO, Iterator
 
@@ -120,7 +121,7 @@ def check_container(source: str | Path | BinaryIO, max_nbytes: int, kind: str | 
                 raise InvalidResult(f"{name}: member {bad!r} is corrupt (CRC mismatch)")
     except zipfile.BadZipFile as exc:
         raise InvalidResult(f"{name} is not a readable npz (zip) file: {exc}") from None
-    except (EOFError, OSError, zipfile.LargeZipFile, NotImplementedError, RuntimeError) as exc:
+    except (EOFError, OSError, zlib.error, zipfile.LargeZipFile, NotImplementedError, RuntimeError) as exc:
         raise InvalidResult(f"{name} is truncated or unreadable: {exc}") from None
     if "meta" not in declared:
         raise InvalidResult(f"{name} has no 'meta' member: not an openastro.result envelope")
