@@ -62,6 +62,16 @@ def _ten_times(data: bytes) -> bytes:
     return rewrite_result(data, arrays_update=rows | {"niter": np.int64(len(rows["logl"]) - int(a["nlive"]))})
 
 
+def _largest_declaration(data: bytes) -> bytes:
+    """As many rows as any run may hold (MAX_ROWS_PER_RUN) of zeros: passes the container check, so the checks
+    after loading run on the largest arrays a result of this work unit can declare."""
+    from server.core.boinc_contract import MAX_ROWS_PER_RUN
+
+    a = _arrays(data)
+    rows = {k: np.zeros((MAX_ROWS_PER_RUN, *a[k].shape[1:]), dtype=a[k].dtype) for k in ROW_ARRAYS}
+    return rewrite_result(data, arrays_update=rows)
+
+
 def _object_array(data: bytes) -> bytes:
     arrays = _arrays(data)
     arrays["samples"] = np.array([{"evil": 1}] * 3, dtype=object)
@@ -140,6 +150,7 @@ def adversarial_results(good: bytes, *, other_wu_seed, other_campaign_seed, othe
         "wrong campaign": Bad(rewrite_result(good, meta_update={"seed": list(other_campaign_seed)}),
                               why="another campaign"),
         "10x samples": Bad(_ten_times(good), why="forged sample counts|exceed"),
+        "largest declaration": Bad(_largest_declaration(good), why="forged or truncated"),
         "member bomb": Bad(member_bomb(meta_json), why="zip bomb"),
         "member bomb with lying sizes": Bad(member_bomb(meta_json, declared_only=True), why="crc|forged sizes"),
         "pickle": Bad(_pickle(good), why="not a readable npz"),
