@@ -181,6 +181,7 @@ def write_result(path: Path, meta: Mapping[str, Any], arrays: Mapping[str, Any])
 def read_result(source) -> ResultEnvelope:
     """Load a result ``.npz`` (path or file object) with ``allow_pickle=False``; validate the meta."""
     import zipfile
+    import zlib
 
     import numpy as np
 
@@ -194,7 +195,7 @@ def read_result(source) -> ResultEnvelope:
                 arrays = _load(handle)
         else:
             arrays = _load(source)
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError, zlib.error) as exc:
         raise ResultFormatError(f"not a readable result npz: {exc}") from exc
     if "meta" not in arrays:
         raise ResultFormatError("result npz has no 'meta' entry")

@@ -7,8 +7,12 @@ Called as BOINC calls it with the bare name, from ``PROJECT/tmp_HOST``:
 
 A non-zero exit makes BOINC's assimilator daemon log "handler error" and exit, leaving the work unit
 unassimilated until an admin restarts it. So every *expected* failure (unknown work unit, unreadable file,
-a failed work unit) is recorded in the database and the program exits 0; it is idempotent (the same work
+a failed work unit, a refused result) is recorded in the database and the program exits 0; it is idempotent (the same work
 unit may be handed over again after a restart) and copies from ``upload/``, never moves.
+
+The canonical result is merged only when the validator recorded that very file (by SHA-256) ``valid`` and it
+passes every init check again here; otherwise it is refused: the Result row says ``invalid`` with the reason,
+the campaign's ``errors`` list names it, and the work unit is left unmerged (state ``error``).
 
 If the database is unreachable, nothing can be recorded: the call is written to a spool directory
 (``VAR_DIR/assimilator-spool``, the files copied beside it) and replayed by the next call that reaches the
@@ -25,10 +29,12 @@ from pathlib import Path
 
 from sqlalchemy import func, select
 
-from server.core.boinc_contract import ERROR_MASK_BITS, parse_upload_name, templates_for
+from server.core.boinc_contract import ERROR_MASK_BITS, parse_upload_name
 from server.core.db.models import Campaign, Result, WorkUnit, utcnow
-from validator.checks import InvalidResult, load_checked
-from validator.common import TRANSIENT_ERRORS, Transient, log, open_app
+from server.core.storage import ObjectTooLarge
+from validator.checks import InvalidResult
+from validator.container import open_untrusted
+from validator.common import TRANSIENT_ERRORS, Transient, WorkUnitInfo, check_upload, log, open_app
 
 PROGRAM = "openastro-assimilate"
 SPOOL_DIR = "assimilator-spool"
@@ -65,7 +71,30 @@ def _after_change(app, session, campaign: Campaign, changed_bin: int | None = No
     campaign.summary = json.loads(json.dumps(summary, default=float))
 
 
+def _refuse(app, session, wu: WorkUnit, boinc_wu_id: int, result_name: str, reason: str) -> str:
+    """Record a refused canonical result (on its Result row and in the campaign's errors) and leave the work
+    unit unmerged: state ``error``, no canonical result, nothing added to any posterior."""
+    result = session.scalars(select(Result).where(Result.name == result_name)).first()
+    if result is None:
+        result = Result(work_unit_id=wu.id, name=result_name)
+        session.add(result)
+    result.validate_state = "invalid"
+    result.invalid_reason = f"refused by the assimilator: {reason}"[:2000]
+    wu.state, wu.assimilated_at, wu.canonical_result_id = "error", utcnow(), None
+    campaign = wu.campaign
+    errors = [e for e in (campaign.summary or {}).get("errors", []) if e.get("wu") != wu.name]
+    errors.append({"wu": wu.name, "boinc_wu_id": boinc_wu_id, "result": result_name, "error_mask": wu.error_mask,
+                   "reason": f"canonical result refused: {reason}"[:500]})
+    campaign.summary = {**(campaign.summary or {}), "errors": errors}
+    session.flush()
+    _after_change(app, session, campaign, wu.bin_index)
+    return f"REFUSED {result_name} of {wu.name}: {reason}; recorded, work unit left unmerged"
+
+
 def assimilate_success(app, boinc_wu_id: int, paths: list[str]) -> str:
+    """Merge the canonical result, but only a result the validator recorded ``valid`` for this very file, and
+    only after every init check passes again here (``validator.common.check_upload``): the assimilator is the
+    second line of defence, so a result it is handed directly, or one recorded invalid, never reaches a posterior."""
     if not paths:
         return "no output files given: nothing to assimilate (check the daemon uses the bare script name)"
     upload = parse_upload_name(Path(paths[0]).name)
@@ -79,21 +108,27 @@ def assimilate_success(app, boinc_wu_id: int, paths: list[str]) -> str:
         if wu.state == "cancelled":
             wu.assimilated_at = utcnow()
             return f"{wu.name} belongs to a cancelled campaign; result not used"
-        quorum = int((wu.input_files or {}).get("quorum", 2))
-        try:
-            load_checked(Path(paths[0]), templates_for(wu.kind, quorum).max_nbytes, wu.kind)
-        except InvalidResult as exc:
-            wu.state, wu.assimilated_at = "error", utcnow()
-            _after_change(app, session, wu.campaign, wu.bin_index)
-            return f"{wu.name}: canonical result unusable ({exc}); recorded as an error"
-        stored = app.store.put_file(paths[0])  # a copy: upload/ stays as BOINC left it
         result = session.scalars(select(Result).where(Result.name == upload.result_name)).first()
-        if result is None:
-            result = Result(work_unit_id=wu.id, name=upload.result_name, validate_state="valid")
-            session.add(result)
+        if result is None or result.validate_state != "valid":
+            state = "not recorded by the validator" if result is None else f"recorded {result.validate_state}"
+            why = f" ({result.invalid_reason})" if result is not None and result.invalid_reason else ""
+            return _refuse(app, session, wu, boinc_wu_id, upload.result_name,
+                           f"result {upload.result_name} is {state}{why}, not valid")
+        info = WorkUnitInfo.from_row(wu)
+        try:
+            checked = check_upload(info, paths[0])
+            with open_untrusted(paths[0], info.max_nbytes) as handle:
+                stored = app.store.put_stream(handle, max_bytes=info.max_nbytes)  # a copy: upload/ stays as is
+        except (InvalidResult, ObjectTooLarge) as exc:
+            return _refuse(app, session, wu, boinc_wu_id, upload.result_name, str(exc))
+        if result.sha256 and result.sha256 != checked.sha256:
+            return _refuse(app, session, wu, boinc_wu_id, upload.result_name,
+                           f"file SHA-256 {checked.sha256[:12]}... is not the {result.sha256[:12]}... the validator "
+                           "accepted")
+        if stored.sha256 != checked.sha256:
+            return _refuse(app, session, wu, boinc_wu_id, upload.result_name,
+                           "the file changed while it was being checked")
         result.storage_key, result.sha256 = stored.key, stored.sha256
-        if result.validate_state == "pending":
-            result.validate_state = "valid"
         session.flush()
         wu.canonical_result_id = result.id
         wu.state, wu.assimilated_at = "done", utcnow()

@@ -14,6 +14,14 @@ from server.boinc.executors import settings_env
 from test_validator import SEED_A, SEED_B, upload
 
 
+def validated_upload(project, data: bytes, replica: int, wu_name: str):
+    """An upload the validator's init script has accepted (and recorded valid), as BOINC does before assimilating."""
+    path = upload(project, data, replica, wu_name)
+    proc = run_as_boinc(project, "openastro-validate-init", path)
+    assert proc.returncode == 0, proc.stderr
+    return path
+
+
 @pytest.fixture
 def world(tmp_path, oa_app):
     project = make_fake_project(tmp_path / "project")
@@ -38,7 +46,7 @@ def world(tmp_path, oa_app):
 
 def test_success_stores_a_copy_and_builds_bin_and_campaign_posteriors(world):
     app, project, cid, ids = world
-    path = upload(project, small_ttv_result_bytes(SEED_A), 0, "oa_as_b00_r00")
+    path = validated_upload(project, small_ttv_result_bytes(SEED_A), 0, "oa_as_b00_r00")
     proc = run_as_boinc(project, "openastro-assimilate", 1001, path)
     assert proc.returncode == 0, proc.stderr
     assert path.is_file()  # copied from upload/, never moved
@@ -55,7 +63,7 @@ def test_success_stores_a_copy_and_builds_bin_and_campaign_posteriors(world):
 
 def test_the_same_work_unit_handed_over_twice_changes_nothing(world):
     app, project, cid, ids = world
-    path = upload(project, small_ttv_result_bytes(SEED_A), 0, "oa_as_b00_r00")
+    path = validated_upload(project, small_ttv_result_bytes(SEED_A), 0, "oa_as_b00_r00")
     assert run_as_boinc(project, "openastro-assimilate", 1001, path).returncode == 0
     with app.db.session() as session:
         before = [(p.bin_index, p.storage_key, p.log_evidence) for p in session.query(Posterior).order_by(Posterior.id)]
@@ -82,7 +90,7 @@ def test_error_path_records_the_failure_and_the_campaign_shows_it(world):
     assert "FAILED work unit oa_as_b01_r01: too many errors" in out.output
     # the rest of the campaign still completes: the posterior uses the runs that arrived
     for name, seed, wu_id in (("oa_as_b00_r00", SEED_A, 1001), ("oa_as_b01_r00", SEED_B, 1002)):
-        path = upload(project, small_ttv_result_bytes(seed), 0, name)
+        path = validated_upload(project, small_ttv_result_bytes(seed), 0, name)
         assert run_as_boinc(project, "openastro-assimilate", wu_id, path).returncode == 0
     with app.db.session() as session:
         campaign = session.get(Campaign, cid)

@@ -4,11 +4,15 @@ Nothing here unpickles: a result is opened as a zip, every member must be a ``.n
 declares a plain (non-object) dtype, the declared sizes are bounded, and only then is it loaded with
 ``allow_pickle=False``. Every rejection raises :class:`InvalidResult` naming the offending value.
 
-Init (one result, against its work unit's spec):
+Init (one result, against its work unit's spec; :func:`check_result`, which the compare script and the
+assimilator run again on every file they are handed):
 
-* container: size <= the kind's ``max_nbytes``, a readable zip of ``NAME.npy`` members, no object
-  dtypes (pickles in disguise), bounded uncompressed size (zip bombs), the expected member names only;
-* envelope: format/version/kind of ``openastro.result``; the kind and seed of the work unit;
+* file and container (``validator/container.py``): a regular file (no link, device, FIFO) of at most the kind's
+  ``max_nbytes``, checked on the open descriptor before reading; a zip of ``NAME.npy`` members whose declared
+  sizes and ``.npy`` headers are checked before anything is decompressed (no object dtypes = pickles, at most
+  :func:`expanded_limit` bytes for this work unit = no bombs); the expected member names only;
+* envelope: format/version/kind of ``openastro.result``; the kind, seed (campaign entropy + work-unit spawn
+  key) and, when recorded, the work-unit name;
 * ``ttv-nested``: shapes consistent (n = niter + nlive rows, ``nlive`` as the spec asked), all finite,
   ``samples_u`` in [0, 1] and ``samples == prior(samples_u)``, ``logl`` non-decreasing, ``logvol`` exactly
   dynesty's static schedule (so rows cannot be added, dropped or duplicated: forged sample counts),
@@ -23,14 +27,14 @@ Compare (two results of the same work unit, from different hosts):
   agree within ``K_SIGMA`` combined standard errors, and each parameter's posterior mean within
   ``K_SIGMA`` standard errors of the mean (from each run's weighted spread and Kish effective sample
   size) plus a small floor; posterior widths within a factor ``WIDTH_RATIO``;
-* tiles: same bounds, same NaN pattern, values equal to a relative tolerance.
+* never equivalent: non-finite values anywhere, different seeds, different live points or chain shapes,
+  nested iteration counts differing by more than a factor ``SAMPLES_RATIO``;
+* tiles: same bounds, same NaN pattern, no infinities, values equal to a relative tolerance.
 """
 
 from __future__ import annotations
 
 import math
-import re
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
@@ -38,18 +42,21 @@ from typing import Any, Mapping
 import numpy as np
 
 from app.spec import ResultEnvelope, ResultFormatError, read_result
+from server.core.boinc_contract import MAX_ROWS_PER_RUN
+from validator.container import (MAX_EXPANSION, MAX_META_BYTES, InvalidResult, check_container,  # noqa: F401
+                                 open_untrusted, sha256_of)
 
 K_SIGMA = 5.0
 WIDTH_RATIO = 3.0
+SAMPLES_RATIO = 3.0           # two honest nested runs of one work unit differ far less in iterations than this
 MEAN_FLOOR_SD = 0.05          # tolerance floor on posterior means, in posterior standard deviations
 LOGZ_FLOOR = 0.1
 N_RECOMPUTE = 6               # samples whose log-likelihood is recomputed by the init check
 LOGL_ATOL = 1e-4              # cross-host floating-point slack on a recomputed log-likelihood
 LOGL_RTOL = 1e-8
 TILE_RTOL = 1e-5
-MAX_EXPANSION = 64            # uncompressed / max_nbytes: beyond this the zip is treated as a bomb
+_HEADROOM = 64 * 1024         # npy headers and scalars on top of the arrays' data
 
-_MEMBER_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}\.npy$")
 EXPECTED_ARRAYS = {
     "ttv-nested": {"samples", "samples_u", "samples_id", "samples_it", "ncall", "logl", "logvol", "logwt", "logz",
                    "logzerr", "information", "niter", "nlive", "eff"},
@@ -58,86 +65,51 @@ EXPECTED_ARRAYS = {
 }
 
 
-class InvalidResult(ValueError):
-    """The result is malformed, implausible or not this work unit's: the validator says invalid."""
-
-
 @dataclass(frozen=True)
 class CheckedResult:
     kind: str
     envelope: ResultEnvelope
     summary: Mapping[str, Any]
+    sha256: str = ""
 
 
-# --- container ------------------------------------------------------------------------------------
+# --- container and envelope ----------------------------------------------------------------------------
 
-def check_container(path: Path, max_nbytes: int, kind: str | None = None) -> None:
-    """Refuse oversized, truncated, non-zip, pickled or bomb-like files before anything is loaded."""
-    path = Path(path)
+def expanded_limit(spec: Mapping[str, Any]) -> int:
+    """The most uncompressed bytes an honest result of this work unit can hold (8 bytes per value), so the
+    container check refuses a bigger declaration before decompressing anything."""
+    kind = spec.get("kind")
+    params = spec.get("params") or {}
+    if kind == "ttv-nested":
+        ndim = _likelihood(spec).prior.ndim
+        values = MAX_ROWS_PER_RUN * (2 * ndim + 9)          # samples, samples_u + 9 per-row arrays
+    elif kind == "ttv-emcee":
+        sampler = params["sampler"]
+        ndim = _likelihood(spec).prior.ndim
+        values = int(sampler.get("nsteps", 2000)) * int(sampler.get("nwalkers", 32)) * (ndim + 2)
+    elif kind == "reproject-tile":
+        y0, y1, x0, x1 = (int(v) for v in params["tile_bounds"])
+        values = 3 * max(0, y1 - y0) * max(0, x1 - x0)      # tile, weight, footprint
+    else:
+        raise InvalidResult(f"no checks for kind {kind!r}")
+    return 8 * values + MAX_META_BYTES * 4 + _HEADROOM
+
+
+def load_checked(source, max_nbytes: int, kind: str, spec: Mapping[str, Any] | None = None,
+                 label: str | None = None) -> ResultEnvelope:
+    """The envelope of a result whose container passed :func:`check_container` (bounded by the spec's
+    :func:`expanded_limit` when a spec is given), with the work unit's kind."""
+    if kind not in EXPECTED_ARRAYS:
+        raise InvalidResult(f"no checks for kind {kind!r}")
+    if isinstance(source, (str, Path)):
+        with open_untrusted(source, max_nbytes) as handle:
+            return load_checked(handle, max_nbytes, kind, spec, Path(source).name)
+    limit = None if spec is None else expanded_limit(spec)
+    check_container(source, max_nbytes, kind, EXPECTED_ARRAYS[kind], limit, label)
     try:
-        size = path.stat().st_size
-    except OSError as exc:
-        raise InvalidResult(f"cannot read {path.name}: {exc.strerror}") from None
-    if size > max_nbytes:
-        raise InvalidResult(f"{path.name} is {size} bytes, over the limit of {max_nbytes} for this kind")
-    if size == 0:
-        raise InvalidResult(f"{path.name} is empty")
-    try:
-        with zipfile.ZipFile(path) as archive:
-            infos = archive.infolist()
-            total = sum(i.file_size for i in infos)
-            if total > MAX_EXPANSION * max_nbytes:
-                raise InvalidResult(f"{path.name} declares {total} uncompressed bytes "
-                                    f"(> {MAX_EXPANSION} x {max_nbytes}): refused as a zip bomb")
-            names = []
-            for info in infos:
-                if not _MEMBER_RE.match(info.filename):
-                    raise InvalidResult(f"{path.name} holds member {info.filename!r}, not a NAME.npy array")
-                with archive.open(info) as member:
-                    _check_npy_header(member, info.filename)
-                names.append(info.filename[:-4])
-            bad = archive.testzip()  # CRC of every member: catches truncation and corruption
-            if bad is not None:
-                raise InvalidResult(f"{path.name}: member {bad!r} is corrupt (CRC mismatch)")
-    except zipfile.BadZipFile as exc:
-        raise InvalidResult(f"{path.name} is not a readable npz (zip) file: {exc}") from None
-    except (EOFError, OSError, zipfile.LargeZipFile) as exc:
-        raise InvalidResult(f"{path.name} is truncated or unreadable: {exc}") from None
-    if len(set(names)) != len(names):
-        raise InvalidResult(f"{path.name} has duplicate members {sorted(names)}")
-    if "meta" not in names:
-        raise InvalidResult(f"{path.name} has no 'meta' member: not an openastro.result envelope")
-    if kind is not None:
-        got = set(names) - {"meta"}
-        expected = EXPECTED_ARRAYS[kind]
-        if got != expected:
-            raise InvalidResult(f"{path.name}: a {kind} result holds arrays {sorted(expected)}, got "
-                                f"missing {sorted(expected - got)}, unexpected {sorted(got - expected)}")
-
-
-def _check_npy_header(member, name: str) -> None:
-    try:
-        version = np.lib.format.read_magic(member)
-        if version == (1, 0):
-            shape, _, dtype = np.lib.format.read_array_header_1_0(member)
-        elif version in ((2, 0), (3, 0)):
-            shape, _, dtype = np.lib.format.read_array_header_2_0(member)
-        else:
-            raise InvalidResult(f"member {name!r} has unsupported npy version {version}")
-    except ValueError as exc:
-        raise InvalidResult(f"member {name!r} is not a valid .npy array: {exc}") from None
-    if dtype.hasobject:
-        raise InvalidResult(f"member {name!r} has dtype {dtype} (Python objects = a pickle): refused")
-    if dtype.kind not in "biufU":
-        raise InvalidResult(f"member {name!r} has dtype {dtype}; only numbers and text are allowed")
-
-
-def load_checked(path: Path, max_nbytes: int, kind: str) -> ResultEnvelope:
-    check_container(path, max_nbytes, kind)
-    try:
-        envelope = read_result(Path(path))
+        envelope = read_result(source)
     except ResultFormatError as exc:
-        raise InvalidResult(f"{Path(path).name}: {exc}") from None
+        raise InvalidResult(f"{label or 'result'}: {exc}") from None
     if envelope.kind != kind:
         raise InvalidResult(f"result kind {envelope.kind!r} is not the work unit's kind {kind!r}")
     return envelope
@@ -167,8 +139,22 @@ def _likelihood(spec: Mapping[str, Any]):
 
 
 def check_seed(envelope: ResultEnvelope, spec: Mapping[str, Any]) -> None:
-    if list(envelope.meta.get("seed") or []) != list(spec["seed"]):
-        raise InvalidResult(f"result seed {envelope.meta.get('seed')!r} is not the work unit's {spec['seed']!r}")
+    """The result's seed is its work unit's: ``[campaign entropy, spawn key...]`` (SeedSequence), so another
+    campaign's result differs in the entropy and another work unit's in the spawn key."""
+    got, want = envelope.meta.get("seed"), list(spec["seed"])
+    if not isinstance(got, list) or got != want:
+        if isinstance(got, list) and got and got[:1] != want[:1]:
+            raise InvalidResult(f"result seed {got!r} belongs to another campaign (entropy {got[0]!r}; this work "
+                                f"unit's seed is {want!r})")
+        raise InvalidResult(f"result seed {got!r} is not the work unit's {want!r}: another work unit's result")
+
+
+def check_identity(envelope: ResultEnvelope, spec: Mapping[str, Any], wu_name: str | None) -> None:
+    """Seed and (when the client recorded it from init_data.xml) work-unit name of the result."""
+    check_seed(envelope, spec)
+    got = envelope.meta.get("wu_name")
+    if wu_name is not None and got is not None and got != wu_name:
+        raise InvalidResult(f"result was computed for work unit {got!r}, not {wu_name!r}")
 
 
 def check_ttv_nested(envelope: ResultEnvelope, spec: Mapping[str, Any], rng: np.random.Generator,
@@ -198,8 +184,10 @@ def check_ttv_nested(envelope: ResultEnvelope, spec: Mapping[str, Any], rng: np.
     for key in ("samples_id", "samples_it", "ncall", "logvol", "logwt", "logz", "logzerr", "information"):
         if a[key].shape != (n,):
             raise InvalidResult(f"{key} has shape {a[key].shape}, expected ({n},)")
-    for key in ("samples", "samples_u", "logl", "logvol", "logwt", "logz", "logzerr", "information"):
+    for key in ("samples", "samples_u", "logl", "logvol", "logwt", "logz", "logzerr", "information", "eff"):
         _finite(key, a[key])
+    if float(a["eff"]) < 0:
+        raise InvalidResult(f"sampling efficiency {float(a['eff'])!r} is negative")
     if np.any(a["samples_u"] < 0) or np.any(a["samples_u"] > 1):
         raise InvalidResult("samples_u leave the unit cube [0, 1]")
     if np.any(a["samples_id"] < 0) or np.any(a["samples_id"] >= nlive) or np.any(a["ncall"] < 0):
@@ -299,20 +287,25 @@ def check_tile(envelope: ResultEnvelope, spec: Mapping[str, Any]) -> dict:
 
 
 def check_result(path: Path, spec: Mapping[str, Any], max_nbytes: int, *, rng: np.random.Generator | None = None,
-                 likelihood=None, max_rows: int | None = None) -> CheckedResult:
-    """The init check of one result file against its work unit's spec."""
+                 likelihood=None, max_rows: int | None = MAX_ROWS_PER_RUN, wu_name: str | None = None) -> CheckedResult:
+    """Every check of one result file against its work unit (the validator's init check, repeated by the
+    compare script and the assimilator): bounded open, container, envelope, kind, seed/work unit, then the
+    kind's own checks. Spot checks draw from ``rng``, by default seeded from the file's SHA-256 (reproducible)."""
     kind = spec["kind"]
-    rng = rng or np.random.default_rng()
-    envelope = load_checked(path, max_nbytes, kind)
+    if kind not in EXPECTED_ARRAYS:
+        raise InvalidResult(f"no checks for kind {kind!r}")
+    with open_untrusted(path, max_nbytes) as handle:
+        digest = sha256_of(handle)
+        envelope = load_checked(handle, max_nbytes, kind, spec, Path(path).name)
+    rng = rng or np.random.default_rng(int(digest[:32], 16))
+    check_identity(envelope, spec, wu_name)
     if kind == "ttv-nested":
         summary = check_ttv_nested(envelope, spec, rng, likelihood, max_rows)
     elif kind == "ttv-emcee":
         summary = check_ttv_emcee(envelope, spec, rng, likelihood)
-    elif kind == "reproject-tile":
-        summary = check_tile(envelope, spec)
     else:
-        raise InvalidResult(f"no checks for kind {kind!r}")
-    return CheckedResult(kind, envelope, summary)
+        summary = check_tile(envelope, spec)
+    return CheckedResult(kind, envelope, summary, digest)
 
 
 # --- summaries and comparison ---------------------------------------------------------------------------
@@ -355,20 +348,43 @@ class Comparison:
     reason: str
 
 
+def _all_finite(values) -> bool:
+    return bool(np.all(np.isfinite(np.asarray(values, dtype=np.float64))))
+
+
 def compare_ttv(a, b) -> Comparison:
+    """Statistical agreement of two runs of one work unit. Anything non-finite is never equivalent (NaN fails
+    every ``>`` test, so it is checked first), nor are runs of different sizes (live points, chain shape, or
+    nested iterations differing by more than a factor ``SAMPLES_RATIO``)."""
     if a.kind != b.kind or a.param_names != b.param_names:
         return Comparison(False, f"different kinds/parameters: {a.kind} {a.param_names} vs {b.kind} {b.param_names}")
+    for label, run in (("first", a), ("second", b)):
+        bad = sorted(k for k, v in run.arrays.items() if np.asarray(v).dtype.kind == "f" and not _all_finite(v))
+        if bad:
+            return Comparison(False, f"the {label} run has non-finite values in {bad}")
     if a.kind == "ttv-nested":
+        na, nb = int(a.arrays["nlive"]), int(b.arrays["nlive"])
+        ia, ib = int(a.arrays["niter"]), int(b.arrays["niter"])
+        if na != nb:
+            return Comparison(False, f"live points differ: {na} vs {nb}")
+        if min(ia, ib) < 1 or max(ia, ib) / min(ia, ib) > SAMPLES_RATIO:
+            return Comparison(False, f"iterations {ia} and {ib} differ by more than a factor {SAMPLES_RATIO}")
         (za, ea), (zb, eb) = a.log_evidence, b.log_evidence
+        if not _all_finite([za, ea, zb, eb]):
+            return Comparison(False, f"non-finite log Z: {za!r} +- {ea!r} vs {zb!r} +- {eb!r}")
         tol = K_SIGMA * math.hypot(ea, eb) + LOGZ_FLOOR
         if abs(za - zb) > tol:
             return Comparison(False, f"log Z {za:.3f} +- {ea:.3f} vs {zb:.3f} +- {eb:.3f} differ by more than {tol:.3f}")
+    elif a.arrays["chain"].shape != b.arrays["chain"].shape:
+        return Comparison(False, f"chain shapes {a.arrays['chain'].shape} vs {b.arrays['chain'].shape}")
     sa, sb = posterior_summary(a), posterior_summary(b)
+    if not _all_finite([*sa["mean"], *sa["sd"], *sb["mean"], *sb["sd"], sa["ess"], sb["ess"]]):
+        return Comparison(False, "non-finite posterior mean, width or effective sample size")
     for k, name in enumerate(a.param_names):
         ma, mb, da, db = sa["mean"][k], sb["mean"][k], sa["sd"][k], sb["sd"][k]
         pooled = math.sqrt(0.5 * (da * da + db * db))
         tol = K_SIGMA * math.sqrt(da * da / sa["ess"] + db * db / sb["ess"]) + MEAN_FLOOR_SD * pooled
-        if abs(ma - mb) > tol:
+        if not abs(ma - mb) <= tol:
             return Comparison(False, f"{name}: posterior means {ma:.6g} and {mb:.6g} differ by more than {tol:.3g}")
         if min(da, db) > 0 and max(da, db) / min(da, db) > WIDTH_RATIO:
             return Comparison(False, f"{name}: posterior widths {da:.3g} and {db:.3g} differ by more than "
@@ -384,6 +400,8 @@ def compare_tiles(a: ResultEnvelope, b: ResultEnvelope) -> Comparison:
     ta, tb = a.arrays["tile"].astype(np.float64), b.arrays["tile"].astype(np.float64)
     if ta.shape != tb.shape:
         return Comparison(False, f"tile shapes {ta.shape} vs {tb.shape}")
+    if np.isinf(ta).any() or np.isinf(tb).any():
+        return Comparison(False, "a tile holds infinite values")
     nan_a, nan_b = np.isnan(ta), np.isnan(tb)
     if not np.array_equal(nan_a, nan_b):
         return Comparison(False, f"NaN patterns differ in {int(np.sum(nan_a != nan_b))} pixels")
@@ -394,6 +412,8 @@ def compare_tiles(a: ResultEnvelope, b: ResultEnvelope) -> Comparison:
         diff = float(np.max(np.abs(ta[ok] - tb[ok])))
         return Comparison(False, f"tile values differ by up to {diff:.3g} (tolerance {TILE_RTOL} relative)")
     wa, wb = a.arrays["weight"].astype(np.float64), b.arrays["weight"].astype(np.float64)
+    if wa.shape != wb.shape or not (_all_finite(wa) and _all_finite(wb)):
+        return Comparison(False, "weight tiles differ in shape or hold non-finite values")
     wscale = max(float(np.max(np.abs(wa))) if wa.size else 0.0, 1e-30)
     if not np.allclose(wa, wb, rtol=TILE_RTOL, atol=TILE_RTOL * wscale):
         return Comparison(False, "weight tiles differ beyond tolerance")
@@ -403,6 +423,8 @@ def compare_tiles(a: ResultEnvelope, b: ResultEnvelope) -> Comparison:
 def compare_envelopes(a: ResultEnvelope, b: ResultEnvelope) -> Comparison:
     if a.kind != b.kind:
         return Comparison(False, f"kinds differ: {a.kind} vs {b.kind}")
+    if a.meta.get("seed") != b.meta.get("seed"):
+        return Comparison(False, f"seeds differ: {a.meta.get('seed')!r} vs {b.meta.get('seed')!r}")
     if a.kind == "reproject-tile":
         return compare_tiles(a, b)
     try:

@@ -6,7 +6,6 @@ environment; the launcher in ``bin/`` sets ``OPENASTRO_CONFIG`` (see ``openastro
 
 from __future__ import annotations
 
-import hashlib
 import sys
 import time
 from dataclasses import dataclass
@@ -16,9 +15,10 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 
-from server.core.boinc_contract import parse_upload_name, templates_for
+from server.core.boinc_contract import MAX_ROWS_PER_RUN, parse_upload_name, templates_for
 from server.core.db import DatabaseError
 from server.core.settings import SettingsError
+from validator.checks import CheckedResult, InvalidResult, check_result
 
 
 class Transient(RuntimeError):
@@ -56,6 +56,12 @@ class WorkUnitInfo:
     max_nbytes: int
     campaign_id: int
 
+    @classmethod
+    def from_row(cls, wu) -> "WorkUnitInfo":
+        quorum = int((wu.input_files or {}).get("quorum", 2))
+        return cls(wu.id, wu.name, wu.kind, dict(wu.spec), quorum, templates_for(wu.kind, quorum).max_nbytes,
+                   wu.campaign_id)
+
 
 def work_unit_for_file(app, path: str | Path) -> tuple[WorkUnitInfo, str]:
     """(work unit, result name) of an uploaded output file, from its server-given name."""
@@ -67,23 +73,21 @@ def work_unit_for_file(app, path: str | Path) -> tuple[WorkUnitInfo, str]:
             wu = session.scalars(select(WorkUnit).where(WorkUnit.name == upload.wu_name)).first()
             if wu is None:
                 raise LookupError(f"no work unit named {upload.wu_name!r} in the OpenAstro database")
-            quorum = int((wu.input_files or {}).get("quorum", 2))
-            info = WorkUnitInfo(wu.id, wu.name, wu.kind, dict(wu.spec), quorum,
-                                templates_for(wu.kind, quorum).max_nbytes, wu.campaign_id)
+            info = WorkUnitInfo.from_row(wu)
     except TRANSIENT_ERRORS as exc:
         raise Transient(f"database error looking up {upload.wu_name!r}: {exc}") from None
     return info, upload.result_name
 
 
-def file_rng(path: str | Path):
-    """Spot checks are reproducible: the generator is seeded from the file's bytes."""
-    import numpy as np
+def check_upload(wu: WorkUnitInfo, path: str | Path) -> CheckedResult:
+    """Every check of one uploaded result against its work unit: the one call the init script, the compare
+    script and the assimilator all make (raises :class:`validator.checks.InvalidResult`)."""
+    if wu.spec.get("kind") != wu.kind:
+        raise InvalidResult(f"work unit {wu.name} is a {wu.kind} but its spec says {wu.spec.get('kind')!r}")
+    return check_result(path, wu.spec, wu.max_nbytes, max_rows=MAX_ROWS_PER_RUN, wu_name=wu.name)
 
-    digest = hashlib.sha256(Path(path).read_bytes()).digest()
-    return np.random.default_rng(int.from_bytes(digest[:16], "little"))
 
-
-def record_validation(app, wu: WorkUnitInfo, result_name: str, path: str | Path, valid: bool, reason: str,
+def record_validation(app, wu: WorkUnitInfo, result_name: str, sha256: str | None, valid: bool, reason: str,
                       summary: dict[str, Any] | None) -> None:
     from server.core.db.models import Result
 
@@ -96,7 +100,7 @@ def record_validation(app, wu: WorkUnitInfo, result_name: str, path: str | Path,
             row.validate_state = "valid" if valid else "invalid"
             row.invalid_reason = None if valid else reason[:2000]
             row.summary = _plain(summary) if summary else None
-            row.sha256 = hashlib.sha256(Path(path).read_bytes()).hexdigest()
+            row.sha256 = sha256
     except TRANSIENT_ERRORS as exc:
         raise Transient(f"database error recording {result_name}: {exc}") from None
 

@@ -2,7 +2,9 @@
 
 Called as ``../bin/openastro-validate-compare PATHS_OF_RESULT_1... PATHS_OF_RESULT_2...`` (equal halves)
 from ``PROJECT/tmp_HOST``. Exit 0 = equivalent, 3 = transient, anything else = not equivalent. Sampler runs
-are compared statistically (hosts differ in floating point), tiles with a NaN-aware tolerance.
+are compared statistically (hosts differ in floating point), tiles with a NaN-aware tolerance. Each file first
+passes every init check again (``validator.common.check_upload``): non-finite, foreign or oversized results are
+never equivalent to anything.
 """
 
 from __future__ import annotations
@@ -10,8 +12,8 @@ from __future__ import annotations
 import sys
 
 from server.core.boinc_contract import EXIT_INVALID, EXIT_TRANSIENT, EXIT_VALID
-from validator.checks import InvalidResult, compare_envelopes, load_checked
-from validator.common import Transient, log, open_app, work_unit_for_file
+from validator.checks import InvalidResult, compare_envelopes
+from validator.common import Transient, check_upload, log, open_app, work_unit_for_file
 
 PROGRAM = "openastro-validate-compare"
 
@@ -34,8 +36,8 @@ def compare_paths(paths: list[str]) -> int:
             log(PROGRAM, f"NOT EQUIVALENT: {name_a} and {name_b} belong to different work units")
             return EXIT_INVALID
         try:
-            env_a = load_checked(first, wu_a.max_nbytes, wu_a.kind)
-            env_b = load_checked(second, wu_b.max_nbytes, wu_b.kind)
+            env_a = check_upload(wu_a, first).envelope  # the init checks again: compare trusts no earlier call
+            env_b = check_upload(wu_b, second).envelope
         except InvalidResult as exc:
             log(PROGRAM, f"NOT EQUIVALENT ({wu_a.name}): {exc}")
             return EXIT_INVALID

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import sys
 
-from server.core.boinc_contract import EXIT_INVALID, EXIT_TRANSIENT, EXIT_VALID, MAX_ROWS_PER_RUN
-from validator.checks import InvalidResult, check_result
-from validator.common import Transient, file_rng, log, open_app, record_validation, work_unit_for_file
+from server.core.boinc_contract import EXIT_INVALID, EXIT_TRANSIENT, EXIT_VALID
+from validator.checks import InvalidResult
+from validator.common import Transient, check_upload, log, open_app, record_validation, work_unit_for_file
 
 PROGRAM = "openastro-validate-init"
 
@@ -29,12 +29,12 @@ def validate_paths(paths: list[str]) -> int:
             log(PROGRAM, f"INVALID {path}: {exc}")
             return EXIT_INVALID
         try:
-            checked = check_result(path, wu.spec, wu.max_nbytes, rng=file_rng(path), max_rows=MAX_ROWS_PER_RUN)
+            checked = check_upload(wu, path)
         except InvalidResult as exc:
             log(PROGRAM, f"INVALID {result_name} ({wu.kind}): {exc}")
-            record_validation(app, wu, result_name, path, False, str(exc), None)
+            record_validation(app, wu, result_name, None, False, str(exc), None)
             return EXIT_INVALID
-        record_validation(app, wu, result_name, path, True, "", dict(checked.summary))
+        record_validation(app, wu, result_name, checked.sha256, True, "", dict(checked.summary))
         log(PROGRAM, f"valid {result_name} ({wu.kind})")
     return EXIT_VALID
 

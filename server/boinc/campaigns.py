@@ -254,7 +254,22 @@ def load_posterior(app, campaign_id: int) -> tuple[list[str], np.ndarray, dict]:
         with np.load(io.BytesIO(fh.read()), allow_pickle=False) as npz:
             meta = json.loads(str(npz["meta"]))
             samples = np.array(npz["samples"])
-    return list(meta["param_names"]), samples, summary
+    names = list(meta["param_names"])
+    _check_posterior_samples(campaign_id, names, samples)
+    return names, samples, summary
+
+
+def _check_posterior_samples(campaign_id: int, names: list[str], samples: np.ndarray) -> None:
+    """A stored posterior that cannot be a posterior (wrong shape, no samples, non-finite values) is an error
+    to report, never something to export or plot."""
+    if samples.ndim != 2 or samples.shape[1] != len(names) or samples.shape[0] == 0:
+        raise CampaignError(f"campaign {campaign_id}'s combined posterior is degenerate: samples of shape "
+                            f"{samples.shape} for {len(names)} parameters {names}; rebuild it from its runs")
+    bad = ~np.isfinite(samples)
+    if bad.any():
+        columns = [names[i] for i in np.flatnonzero(bad.any(axis=0))]
+        raise CampaignError(f"campaign {campaign_id}'s combined posterior has {int(bad.sum())} non-finite "
+                            f"values (in {columns}); rebuild it from its runs")
 
 
 def export_posterior(app, campaign_id: int, fmt: str, path) -> None:
