@@ -5,11 +5,14 @@
 
 from __future__ import annotations
 
+import logging
 from functools import cached_property
 
 from server.core.db import Database
 from server.core.settings import Settings, load_settings
 from server.core.storage import LocalObjectStore
+
+log = logging.getLogger("openastro")
 
 
 class OpenAstro:
@@ -22,7 +25,14 @@ class OpenAstro:
 
     @cached_property
     def store(self) -> LocalObjectStore:
-        return LocalObjectStore(self.settings.resolved_storage_dir)
+        """The object store; opening it removes temp files that crashed writers left behind (older than
+        ``store_temp_grace_s`` and held by no live process), so every command, and the API at start-up, begins
+        with a clean ``tmp/``."""
+        store = LocalObjectStore(self.settings.resolved_storage_dir)
+        removed = store.clean_temp(float(self.settings.store_temp_grace_s))
+        if removed:
+            log.info("removed %d temp file(s) left in %s by an interrupted write", removed, store)
+        return store
 
     @property
     def var_dir(self):

@@ -69,8 +69,15 @@ def decode_text(data: bytes, name: str = "file") -> str:
         raise FormatError(f"{name}: binary content that is not a FITS file (and not a text table)")
     try:
         return data.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        return data.decode("latin-1")
+    except UnicodeDecodeError as exc:
+        # Refused, not guessed: Latin-1, cp1252 and UTF-8 read differently, and a silent guess would store wrong
+        # star names and observer codes. The message points at the first bad byte.
+        line = data.count(b"\n", 0, exc.start) + 1
+        column = exc.start - (data.rfind(b"\n", 0, exc.start) + 1) + 1
+        raise FormatError(
+            f"{name}: not UTF-8 text: byte {data[exc.start]:#04x} at line {line}, column {column} "
+            "(Latin-1 or Windows-1252?): save the file as UTF-8 and send it again"
+        ) from None
 
 
 def clip(text: str, n: int = 200) -> str:
