@@ -43,7 +43,8 @@ from server.ingest.etd import split_planet_name
 from server.ingest.fitsmeta import DEFAULT_MAX_DATA_BYTES, DEFAULT_MAX_TILE_BYTES, FitsError, FitsMetadata, parse_sexagesimal, read_fits_metadata
 from server.ingest.formats import SNIFF_BYTES, detect_format, parse_table
 from server.ingest.tabular import FormatError, ParsedTable, RowError, clip, jd_to_datetime
-from server.core.storage import StoredObject, sha256_file
+from server.core.storage import StorageError, StoredObject, sha256_file
+from server.core.storecheck import OBJECT_MISSING
 
 MAX_REPORTED_ERRORS = 200
 CLIENT_META_KEYS = {
@@ -529,9 +530,9 @@ def _discard(app, stored: StoredObject, extras: list[StoredObject] = ()) -> None
     for obj in (stored, *extras):
         if obj.created:
             try:
-                app.store.path(obj.key).unlink(missing_ok=True)
-            except OSError:
-                pass
+                app.store.delete(obj.key)
+            except StorageError:
+                pass  # left as an orphan: `openastro store check --repair` removes it
 
 
 def ingest_path(app, path: str | os.PathLike[str], options: IngestOptions | None = None, *,
@@ -590,9 +591,6 @@ def _revisit(app, path: Path, found: IngestResult, options: IngestOptions) -> In
                              f"(its metadata kept); your file name and metadata are recorded with it as "
                              f"submission {len(seen)}")
     return dataclasses.replace(found, warnings=found.warnings + tuple(notes)) if notes else found
-
-
-OBJECT_MISSING = "object_missing"  # Observation.status set by `store check --repair` when its raw object is gone
 
 
 def _ingest(app, path: Path, options: IngestOptions, sha256: str | None) -> IngestResult:
