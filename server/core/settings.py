@@ -134,7 +134,7 @@ SETTINGS: tuple[Setting, ...] = (
             "Uploads that may wait for a free slot; beyond that the API answers 503 with Retry-After."),
     Setting("fits_max_image_bytes", 4 * 1024**3, _positive_int,
             "Largest FITS image accepted (declared data size, or decompressed size of a .fits.fz), bytes."),
-    Setting("fits_max_tile_bytes", 64 * 1024**2, _positive_int,
+    Setting("fits_max_tile_bytes", 16 * 1024**2, _positive_int,
             "Largest decompressed tile of a .fits.fz image, bytes (tiles are checked one at a time)."),
     Setting("store_temp_grace_s", 60.0, _non_negative_float,
             "At start-up, remove store temp files older than this (seconds) that no live process holds."),

@@ -45,7 +45,7 @@ BLOCK = 2880
 CARD = 80
 FITS_MAGIC = b"SIMPLE  =                    T"
 DEFAULT_MAX_DATA_BYTES = 4 * 1024**3  # 4 GiB: a 32k x 32k float32 frame
-DEFAULT_MAX_TILE_BYTES = 64 * 1024**2  # one band of decompressed .fits.fz tiles held in memory at a time
+DEFAULT_MAX_TILE_BYTES = 16 * 1024**2  # one band of decompressed .fits.fz tiles held in memory at a time
 MAX_HEADER_BLOCKS = 1000  # 36,000 cards: far beyond any real header
 MAX_HDUS = 256
 _VALID_BITPIX = (8, 16, 32, 64, -32, -64)

@@ -589,7 +589,7 @@ def _revisit(app, path: Path, found: IngestResult, options: IngestOptions) -> In
                 obs.meta = meta
                 notes.append(f"this content was first sent by site {first['site_id']} as observation #{obs.id} "
                              f"(its metadata kept); your file name and metadata are recorded with it as "
-                             f"submission {len(seen)}")
+                             f"submission {len(seen) + 1}")
     return dataclasses.replace(found, warnings=found.warnings + tuple(notes)) if notes else found
 
 
