@@ -641,8 +641,9 @@ def read_fits_metadata(path: str | os.PathLike[str], max_data_bytes: int = DEFAU
         warnings.simplefilter("always")
         try:
             # raw (unscaled) values: astropy memory-maps only unscaled data, and scaling adds nothing to the check
-            with fits.open(path, memmap=True, lazy_load_hdus=True, ignore_missing_end=False,
-                           do_not_scale_image_data=True) as hdul:
+            # our own file handle: astropy leaks its handle when fits.open itself raises on a broken header
+            with open(path, "rb") as fh, fits.open(fh, memmap=True, lazy_load_hdus=True, ignore_missing_end=False,
+                                                   do_not_scale_image_data=True) as hdul:
                 hdu = hdul[layout.index]
                 header = hdu.header
                 if layout.index != 0:  # the science HDU's keywords win over the primary's
