@@ -178,3 +178,16 @@ def test_tiles_too_large_to_check_in_bounded_memory_are_refused(tmp_path):
         from server.ingest.service import prepare
 
         prepare(path, IngestOptions(max_tile_bytes=256 * 1024))
+
+
+def test_utf8_character_cut_by_the_format_sniff_window_is_not_mistaken_for_bad_bytes():
+    from server.ingest.formats import SNIFF_BYTES, detect_format
+
+    prefix = HEADER.format(delim=",", date="JD").encode()
+    plain = (ext_row() + "\n").encode()
+    prefix += plain * ((SNIFF_BYTES - len(prefix)) // len(plain) - 1)
+    before_notes = len(ext_row(notes="").encode())
+    pad = SNIFF_BYTES - 1 - len(prefix) - before_notes  # puts the first byte of 'ü' last in the window
+    text = prefix + (ext_row(notes="x" * pad + "über") + "\n").encode()
+    assert text[SNIFF_BYTES - 1 : SNIFF_BYTES + 1] == "ü".encode()
+    assert detect_format(text[:SNIFF_BYTES], "r.txt") == "aavso-extended"

@@ -7,6 +7,8 @@ header) raise :class:`FormatError` instead.
 
 from __future__ import annotations
 
+import codecs
+
 import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -63,11 +65,15 @@ class RowProblem(ValueError):
     """Raised inside a parser for one bad row; turned into a :class:`RowError`."""
 
 
-def decode_text(data: bytes, name: str = "file") -> str:
-    """Bytes -> text: UTF-8 (a BOM is dropped); refuses binary content."""
+def decode_text(data: bytes, name: str = "file", *, partial: bool = False) -> str:
+    """Bytes -> text: UTF-8 (a BOM is dropped); refuses binary content and bytes that are not UTF-8.
+
+    ``partial``: ``data`` is the head of a longer file, so a character cut at its end is dropped, not refused."""
     if b"\x00" in data[:65536]:
         raise FormatError(f"{name}: binary content that is not a FITS file (and not a text table)")
     try:
+        if partial:
+            return codecs.getincrementaldecoder("utf-8-sig")().decode(data, final=False)
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         # Refused, not guessed: Latin-1, cp1252 and UTF-8 read differently, and a silent guess would store wrong
