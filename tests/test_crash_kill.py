@@ -116,66 +116,79 @@ def _site_key(var: Path) -> str:
     return runner.invoke(main, ["site", "key", "Backyard"], env=env).stdout.strip().splitlines()[-1]
 
 
+def _multipart(content: bytes, release: threading.Event, half: int | None):
+    """A streamed multipart body with one file part; with ``half``, it stops after that many file bytes until
+    ``release`` is set."""
+    boundary = "killtestboundary"
+    yield (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"k.fits\"\r\n"
+           "Content-Type: application/fits\r\n\r\n").encode()
+    if half is None:
+        yield content
+    else:
+        yield content[:half]
+        release.wait(30)  # the rest never comes before the kill
+        yield content[half:]
+    yield f"\r\n--{boundary}--\r\n".encode()
+
+
+def _check_restarted(server, headers, stored: dict[int, str], var: Path) -> None:
+    """A restarted server removed the killed upload's temp file and still serves every upload it answered 201."""
+    assert temp_files(var) == []
+    with server.client() as client:
+        for oid, storage_key in stored.items():
+            got = client.get(f"/api/v1/observations/{oid}", headers=headers)
+            assert got.status_code == 200 and got.json()["sha256"] == storage_key.rsplit("/", 1)[1]
+
+
 def test_upload_server_killed_mid_upload_loses_nothing_and_leaves_no_temp_file(tmp_path):
     var = tmp_path / "var"
     key = _site_key(var)
     headers = {"Authorization": f"Bearer {key}"}
-    frames = write_frames(tmp_path / "data", 3)
+    frames = iter(write_frames(tmp_path / "data", 4))
     env = cli_env(var, OPENASTRO_STORE_TEMP_GRACE_S="0")
     rng = np.random.default_rng(7)
     stored: dict[int, str] = {}  # observation id -> storage key, for every upload answered 201
-    pending = list(frames)
-    for round_no in range(1):  # one round: each server start costs seconds on a shared machine
+    for round_no, mode in enumerate(["mid-body", "during the check"]):
         with serving(var, tmp_path / f"serve{round_no}.log", env=env) as server:
-            with server.client() as client:
-                for path in pending[:2]:  # uploads the server reports stored
-                    r = client.post("/api/v1/observations", headers=headers, files={"file": (path.name, path.read_bytes())})
-                    assert r.status_code == 201, r.text
-                    stored[r.json()["id"]] = r.json()["storage_key"]
-            pending = pending[2:]
-            content = pending[0].read_bytes()
-            half = int(rng.integers(2880, len(content) - 2880))
-            release = threading.Event()
-            outcome: list[object] = []
+            _check_restarted(server, headers, stored, var)
+            with server.client() as client:  # an upload the server reports stored
+                path = next(frames)
+                r = client.post("/api/v1/observations", headers=headers, files={"file": (path.name, path.read_bytes())})
+                assert r.status_code == 201, r.text
+                stored[r.json()["id"]] = r.json()["storage_key"]
+            content = next(frames).read_bytes()
+            half = int(rng.integers(2880, len(content) - 2880)) if mode == "mid-body" else None
+            release, outcome = threading.Event(), []
+            objects_before = n_objects(var)
 
-            def body():
-                yield content[:half]
-                release.wait(30)  # the rest never comes before the kill
-                yield content[half:]
-
-            def stream_upload():
-                boundary = "killtestboundary"
-                head = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"k.fits\"\r\n"
-                        "Content-Type: application/fits\r\n\r\n").encode()
-
-                def parts():
-                    yield head
-                    yield from body()
-                    yield f"\r\n--{boundary}--\r\n".encode()
+            def send():
                 try:
                     with server.client() as c:
-                        outcome.append(c.post("/api/v1/observations", content=parts(),
+                        outcome.append(c.post("/api/v1/observations", content=_multipart(content, release, half),
                                               headers={**headers, "Content-Type":
-                                                       f"multipart/form-data; boundary={boundary}"}))
+                                                       "multipart/form-data; boundary=killtestboundary"}))
                 except httpx.TransportError as exc:
                     outcome.append(exc)
 
-            sender = threading.Thread(target=stream_upload)
+            sender = threading.Thread(target=send)
             sender.start()
             try:
-                assert wait_for(lambda: temp_files(var), "the upload's temp file", server.proc)
-                server.kill()  # kill -9 with the upload half received
+                if mode == "mid-body":  # marker: the spool file exists (half the body received)
+                    assert wait_for(lambda: temp_files(var), "the upload's temp file", server.proc)
+                else:  # marker: the whole file is spooled and being checked/stored (or already stored)
+                    wait_for(lambda: n_objects(var) > objects_before or outcome, "the upload's object", server.proc)
+                server.kill()
             finally:
                 release.set()
                 sender.join(60)
-            assert outcome and isinstance(outcome[0], httpx.TransportError)
-        # restart: the new server cleans the temp file at start-up; every 201 is still served
-        with serving(var, tmp_path / f"restart{round_no}.log", env=env) as server, server.client() as client:
-            assert temp_files(var) == []
-            for oid, storage_key in stored.items():
-                got = client.get(f"/api/v1/observations/{oid}", headers=headers)
-                assert got.status_code == 200 and got.json()["sha256"] == storage_key.rsplit("/", 1)[1]
-        assert_recorded_objects_intact_then_repair_to_clean(var)
+            assert outcome
+            if isinstance(outcome[0], httpx.Response) and outcome[0].status_code == 201:
+                stored[outcome[0].json()["id"]] = outcome[0].json()["storage_key"]  # answered before the kill
+            elif mode == "mid-body":
+                assert isinstance(outcome[0], httpx.TransportError)
+    with serving(var, tmp_path / "restart.log", env=env) as server:
+        _check_restarted(server, headers, stored, var)
+    assert_recorded_objects_intact_then_repair_to_clean(var)
 
 
 def test_upload_server_memory_stays_bounded_for_a_large_fits_fz(tmp_path):
