@@ -12,6 +12,7 @@ APT_PACKAGES=(
   astrometry-data-tycho2-09-littleendian astrometry-data-tycho2-10-19-littleendian
   swarp                                # benchmark anchor for reprojection
   zip unzip binutils strace            # app packaging (zip), glibc floor check (objdump), no-network check
+  openssl                              # self-signed certificate for the TLS test of `openastro serve`
 )
 
 missing=()

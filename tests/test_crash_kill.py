@@ -5,8 +5,6 @@ the store consistent. Also: the upload server's memory while checking a large .f
 
 from __future__ import annotations
 
-import os
-import shutil
 import subprocess
 import threading
 import time
@@ -216,7 +214,6 @@ def test_upload_server_memory_stays_bounded_for_a_large_fits_fz(tmp_path):
     assert growth < 40, f"server peak RSS grew by {growth:.1f} MB"
 
 
-@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command to make a test certificate")
 def test_serve_over_tls_with_a_self_signed_certificate(tmp_path):
     var = tmp_path / "var"
     key = _site_key(var)

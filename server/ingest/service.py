@@ -40,7 +40,14 @@ from sqlalchemy.exc import IntegrityError
 
 from server.core.db.models import Instrument, Observation, PhotometryPoint, Target, TransitTime
 from server.ingest.etd import split_planet_name
-from server.ingest.fitsmeta import DEFAULT_MAX_DATA_BYTES, DEFAULT_MAX_TILE_BYTES, FitsError, FitsMetadata, parse_sexagesimal, read_fits_metadata
+from server.ingest.fitsmeta import (
+    DEFAULT_MAX_DATA_BYTES,
+    DEFAULT_MAX_TILE_BYTES,
+    FitsError,
+    FitsMetadata,
+    parse_sexagesimal,
+    read_fits_metadata,
+)
 from server.ingest.formats import SNIFF_BYTES, detect_format, parse_table
 from server.ingest.tabular import FormatError, ParsedTable, RowError, clip, jd_to_datetime
 from server.core.storage import StorageError, StoredObject, sha256_file

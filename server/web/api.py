@@ -23,7 +23,6 @@ tile-compressed) and an optional ``metadata`` part (a JSON object; keys in
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
 import re
