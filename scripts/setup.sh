@@ -13,6 +13,7 @@ APT_PACKAGES=(
   swarp                                # benchmark anchor for reprojection
   zip unzip binutils strace            # app packaging (zip), glibc floor check (objdump), no-network check
   libcfitsio-bin                       # funpack: the tests check our RICE files are fpack-compatible
+  openssl                              # self-signed certificate for the TLS test of `openastro serve`
 )
 
 missing=()

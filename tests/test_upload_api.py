@@ -290,3 +290,54 @@ def test_twenty_concurrent_uploads_lose_nothing_and_duplicate_nothing(api):
     assert all(n == 1 for n in created_by_content.values())
     assert n_observations(app) == 16 and len(list(app.store.keys())) == 16
     assert list((app.store.root / "tmp").iterdir()) == []
+
+
+def test_absurd_header_values_and_deep_metadata_get_422_not_500(api):
+    app, client, key, _other = api
+    mjd = post(client, key, fits_bytes(**{"DATE-OBS": None, "MJD-OBS": 1e20}))
+    assert "MJD-OBS = 1e+20 is not a date" in assert_error(mjd, 422, "invalid_file")
+    deep = client.post("/api/v1/observations", headers={"Authorization": f"Bearer {key}"},
+                       files={"file": ("a.fits", fits_bytes(), "application/fits")},
+                       data={"metadata": "[" * 5000 + "]" * 5000})
+    assert "nests 5000 levels deep" in assert_error(deep, 422, "invalid_metadata")
+    assert_nothing_stored(app)
+
+
+def test_a_second_site_uploading_known_content_gets_its_metadata_recorded_and_told_so(api):
+    _app, client, key, other = api
+    content = fits_bytes()
+    first = post(client, key, content, metadata={"client_ref": "a-1"})
+    second = post(client, other, content, name="club.fits", metadata={"client_ref": "club-9", "observer": "C"})
+    assert first.status_code == 201 and second.status_code == 200
+    assert any("first sent by site" in w for w in second.json()["warnings"])
+    obs = client.get(f"/api/v1/observations/{first.json()['id']}", headers={"X-API-Key": other}).json()
+    assert obs["original_name"] == "light.fits"
+    assert [(s["original_name"], s["client"]) for s in obs["submissions"]] == [
+        ("club.fits", {"client_ref": "club-9", "observer": "C"})]
+
+
+def test_upload_slots_queue_a_bounded_number_and_answer_503_with_retry_after_beyond():
+    from server.web.api import Rejection, _Slots
+
+    async def scenario():
+        slots = _Slots(active=1, waiting=1)
+        order = []
+        await slots.__aenter__()  # the one active upload
+
+        async def queued():
+            async with slots:
+                order.append("queued ran")
+
+        waiter = asyncio.create_task(queued())
+        await asyncio.sleep(0)  # the second upload is now waiting for the slot
+        with pytest.raises(Rejection) as refused:
+            await slots.__aenter__()  # a third: the queue is full
+        assert refused.value.status == 503 and refused.value.headers == {"Retry-After": "5"}
+        assert order == []
+        await slots.__aexit__(None, None, None)
+        await waiter
+        assert order == ["queued ran"]
+        async with slots:  # free again
+            pass
+
+    asyncio.run(scenario())

@@ -3,11 +3,21 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 from pathlib import Path
 
 import click
 
 from server.core.context import OpenAstro
+from server.core.db import DatabaseError
+from server.core.storage import StorageError
+
+log = logging.getLogger("openastro.ingest")
+
+
+def shown(text: str) -> str:
+    """Text made printable: bytes of a file name that are not UTF-8 (surrogates) are shown as U+FFFD."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
 def expand_paths(paths: tuple[str, ...]) -> list[Path]:
@@ -49,30 +59,39 @@ def ingest(app: OpenAstro, paths: tuple[str, ...], site_name: str | None, target
             site_id = find_site(app.db, site_name).id
         except ValueError as exc:
             raise click.ClickException(str(exc)) from None
-    options = IngestOptions(site_id=site_id, target=target, planet=planet)
+    options = IngestOptions(site_id=site_id, target=target, planet=planet,
+                            max_data_bytes=int(app.settings.fits_max_image_bytes),
+                            max_tile_bytes=int(app.settings.fits_max_tile_bytes))
     files = expand_paths(paths)
     new, duplicate, failed, partial = [], [], [], []
     with click.progressbar(files, label="ingesting", show_pos=True, hidden=not app.settings.progress,
-                           item_show_func=lambda p: p.name if p is not None else None) as bar:
+                           item_show_func=lambda p: shown(p.name) if p is not None else None) as bar:
         for path in bar:
             try:
                 result = ingest_path(app, path, dataclasses.replace(options, original_name=path.name))
             except IngestError as exc:
                 failed.append((path, str(exc)))
                 continue
+            except (DatabaseError, StorageError):
+                raise  # the database or store itself is unusable: every further file would fail the same way
+            except Exception as exc:  # noqa: BLE001 - one file's unforeseen failure must not stop the batch
+                log.exception("unexpected error ingesting %s", shown(str(path)))
+                failed.append((path, f"internal error ({type(exc).__name__}: {exc}); please report it"))
+                continue
             (new if result.created else duplicate).append((path, result))
             if result.created and result.row_errors:
                 partial.append((path, result))
     for path, result in new:
         extra = f", {result.n_rows} rows" if result.kind != "image" else ""
-        click.echo(f"new        #{result.observation_id} {path} ({result.source_format}{extra})")
+        click.echo(shown(f"new        #{result.observation_id} {path} ({result.source_format}{extra})"))
     for path, result in duplicate:
-        click.echo(f"duplicate  #{result.observation_id} {path} (same content as the first record)")
+        click.echo(shown(f"duplicate  #{result.observation_id} {path} (same content as the first record)"))
     for path, result in partial:
         first = result.row_errors[0]
-        click.echo(f"bad rows   {path}: {len(result.row_errors)} rows skipped, e.g. line {first.line}: {first.message}")
+        click.echo(shown(f"bad rows   {path}: {len(result.row_errors)} rows skipped, e.g. line {first.line}: "
+                         f"{first.message}"))
     for path, reason in failed:
-        click.echo(f"FAILED     {path}: {reason}", err=True)
+        click.echo(shown(f"FAILED     {path}: {'; '.join(reason.splitlines())}"), err=True)
     click.echo(f"{len(new)} new, {len(duplicate)} duplicate, {len(failed)} failed")
     if failed:
         raise click.ClickException(f"{len(failed)} of {len(files)} files failed")

@@ -5,11 +5,14 @@
 
 from __future__ import annotations
 
+import logging
 from functools import cached_property
 
 from server.core.db import Database
 from server.core.settings import Settings, load_settings
 from server.core.storage import LocalObjectStore, ObjectStore
+
+log = logging.getLogger("openastro")
 
 
 class OpenAstro:
@@ -22,12 +25,19 @@ class OpenAstro:
 
     @cached_property
     def store(self) -> ObjectStore:
-        """The local store (default) or, when ``storage_url`` is set, the S3 store."""
+        """The local store (default) or, when ``storage_url`` is set, the S3 store. Opening it removes the local
+        temp files that crashed writers left behind (older than ``store_temp_grace_s`` and held by no live
+        process), so every command, and the API at start-up, begins with a clean ``tmp/``."""
         if self.settings.storage_url:
             from server.core.storage_s3 import open_s3_store
 
-            return open_s3_store(self.settings)
-        return LocalObjectStore(self.settings.resolved_storage_dir)
+            store = open_s3_store(self.settings)
+        else:
+            store = LocalObjectStore(self.settings.resolved_storage_dir)
+        removed = store.clean_temp(float(self.settings.store_temp_grace_s))
+        if removed:
+            log.info("removed %d temp file(s) left in %s by an interrupted write", removed, store)
+        return store
 
     @property
     def var_dir(self):

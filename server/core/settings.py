@@ -42,6 +42,22 @@ def _positive_float(value: Any) -> float:
     return number
 
 
+def _non_negative_int(value: Any) -> int:
+    if isinstance(value, bool):
+        raise ValueError("expected a whole number")
+    number = int(value)
+    if number < 0:
+        raise ValueError("must be >= 0")
+    return number
+
+
+def _non_negative_float(value: Any) -> float:
+    number = float(value)
+    if not number >= 0 or number == float("inf"):
+        raise ValueError("must be a finite number >= 0")
+    return number
+
+
 def _port(value: Any) -> int:
     number = int(value)
     if not 0 < number < 65536:
@@ -144,6 +160,16 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("lombscargle_threads", 1, _positive_int,
             "OpenMP threads for nifty-ls (1 is fastest on small machines: 2 threads measured 70x slower)."),
     Setting("upload_max_bytes", 512 * 1024 * 1024, _positive_int, "Largest accepted live upload, bytes."),
+    Setting("upload_max_concurrent", 4, _positive_int,
+            "Uploads the API receives and checks at the same time; more wait in a queue (see upload_max_waiting)."),
+    Setting("upload_max_waiting", 32, _non_negative_int,
+            "Uploads that may wait for a free slot; beyond that the API answers 503 with Retry-After."),
+    Setting("fits_max_image_bytes", 4 * 1024**3, _positive_int,
+            "Largest FITS image accepted (declared data size, or decompressed size of a .fits.fz), bytes."),
+    Setting("fits_max_tile_bytes", 16 * 1024**2, _positive_int,
+            "Largest decompressed tile of a .fits.fz image, bytes (tiles are checked one at a time)."),
+    Setting("store_temp_grace_s", 60.0, _non_negative_float,
+            "At start-up, remove store temp files older than this (seconds) that no live process holds."),
     Setting("api_host", "127.0.0.1", _text, "Address the upload API listens on."),
     Setting("api_port", 8400, _port, "Port the upload API listens on."),
     Setting("checkpoint_period_s", 60.0, _positive_float, "Checkpoint period for local runs, seconds."),

@@ -11,10 +11,12 @@ the same bytes twice returns the same key.
 from __future__ import annotations
 
 import errno
+import fcntl
 import hashlib
 import os
 import shutil
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Iterator, Protocol
@@ -49,6 +51,27 @@ class ObjectStore(Protocol):
     def open(self, key: str) -> BinaryIO: ...
     def exists(self, key: str) -> bool: ...
     def path(self, key: str) -> Path: ...
+    def keys(self) -> Iterator[str]: ...
+    def verify(self, key: str) -> bool: ...
+    def delete(self, key: str) -> bool: ...
+    def clean_temp(self, grace_s: float = 0.0) -> int: ...
+
+
+TEMP_PREFIX = "put-"
+
+
+def open_temp(tmp_dir: Path, prefix: str = TEMP_PREFIX) -> tuple[int, Path]:
+    """A new temp file in the store's ``tmp/`` (fd, path), held with an exclusive ``flock`` for as long as the
+    fd is open: :meth:`LocalObjectStore.clean_temp` never removes a file a live process still holds (the kernel
+    drops the lock when the process dies, kill -9 included)."""
+    fd, name = tempfile.mkstemp(dir=tmp_dir, prefix=prefix)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        Path(name).unlink(missing_ok=True)
+        raise
+    return fd, Path(name)
 
 
 def key_for(sha256: str) -> str:
@@ -112,8 +135,7 @@ class LocalObjectStore:
     def put_stream(self, stream: BinaryIO, max_bytes: int | None = None) -> StoredObject:
         digest = hashlib.sha256()
         size = 0
-        fd, name = tempfile.mkstemp(dir=self.root / "tmp", prefix="put-")
-        tmp_path = Path(name)
+        fd, tmp_path = open_temp(self.root / "tmp")
         try:
             with os.fdopen(fd, "wb") as out:
                 while True:
@@ -127,7 +149,7 @@ class LocalObjectStore:
                     out.write(block)
                 out.flush()
                 os.fsync(out.fileno())
-            return self._commit(tmp_path, digest.hexdigest(), size)
+                return self._commit(tmp_path, digest.hexdigest(), size)  # still locked: clean_temp keeps off
         except OSError as exc:
             tmp_path.unlink(missing_ok=True)
             if exc.errno in (errno.ENOSPC, errno.EDQUOT):
@@ -193,20 +215,45 @@ class LocalObjectStore:
         return sha256_file(self.path(key)) == key.rsplit("/", 1)[1]
 
     def delete(self, key: str) -> bool:
-        """Remove the object; True when it existed."""
+        """Remove an object; False when it was not there. Only ``openastro store check --repair`` and a failed
+        ingest's clean-up call this (objects are otherwise immutable)."""
         path = self.path(key)
         try:
             path.unlink()
         except FileNotFoundError:
             return False
+        except OSError as exc:
+            raise StorageError(f"cannot delete {key} from the object store at {self.root}: {exc.strerror}") from None
+        _fsync_dir(path.parent)
         return True
 
-    def clean_temp(self) -> int:
-        removed = 0
-        for p in (self.root / "tmp").glob("put-*"):
+    def clean_temp(self, grace_s: float = 0.0) -> int:
+        """Remove temp files left by crashed writers (see :func:`remove_stale_temp`); how many were removed."""
+        return remove_stale_temp(self.root / "tmp", grace_s)
+
+
+def remove_stale_temp(tmp_dir: Path, grace_s: float = 0.0, prefixes: tuple[str, ...] = (TEMP_PREFIX,)) -> int:
+    """Remove the temp files in ``tmp_dir`` that no live process holds (``flock``, see :func:`open_temp`) and that
+    were last modified more than ``grace_s`` seconds ago. Returns how many were removed."""
+    removed = 0
+    cutoff = time.time() - grace_s
+    for p in (p for prefix in prefixes for p in tmp_dir.glob(f"{prefix}*")):
+        try:
+            if p.stat().st_mtime > cutoff:
+                continue
+            fd = os.open(p, os.O_RDONLY)
+        except FileNotFoundError:
+            continue
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                continue  # a live writer holds it
             p.unlink(missing_ok=True)
             removed += 1
-        return removed
+        finally:
+            os.close(fd)
+    return removed
 
 
 def _fsync_dir(path: Path) -> None:

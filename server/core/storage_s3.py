@@ -34,7 +34,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, BinaryIO, Callable, Iterator
 
-from server.core.storage import CHUNK, ObjectTooLarge, StorageError, StoredObject, key_for
+from server.core.storage import CHUNK, ObjectTooLarge, StorageError, StoredObject, key_for, open_temp
 
 MIB = 1024 * 1024
 MIN_PART_SIZE = 5 * MIB  # the S3 API's smallest part (all but the last)
@@ -194,8 +194,7 @@ class S3ObjectStore:
         """Spool the stream to a local temp file (hashing it), then upload under its hash."""
         digest = hashlib.sha256()
         size = 0
-        fd, name = tempfile.mkstemp(dir=self.root / "tmp", prefix="put-")
-        tmp_path = Path(name)
+        fd, tmp_path = open_temp(self.root / "tmp", prefix="put-")  # locked while we hold it (clean_temp)
         try:
             with os.fdopen(fd, "wb") as out:
                 while True:
@@ -207,7 +206,8 @@ class S3ObjectStore:
                         raise ObjectTooLarge(max_bytes)
                     digest.update(block)
                     out.write(block)
-            return self._upload(tmp_path, digest.hexdigest(), size)
+                out.flush()
+                return self._upload(tmp_path, digest.hexdigest(), size)  # still holding the lock
         except OSError as exc:
             if exc.errno in (errno.ENOSPC, errno.EDQUOT):
                 raise StorageError(f"the store cache at {self.root} is full (no space left on device)") from None
@@ -355,8 +355,7 @@ class S3ObjectStore:
         local = self.root / key
         if local.is_file():
             return local
-        fd, name = tempfile.mkstemp(dir=self.root / "tmp", prefix="get-")
-        tmp_path = Path(name)
+        fd, tmp_path = open_temp(self.root / "tmp", prefix="get-")
         try:
             with os.fdopen(fd, "wb") as out:
                 got = self._download(key, out)
@@ -450,20 +449,25 @@ class S3ObjectStore:
             cached.unlink()
         return existed
 
-    def clean_temp(self) -> int:
-        """Remove local spool files and abort the incomplete multipart uploads under this store's prefix
-        (left by killed uploads; a later put of the same bytes would otherwise resume them)."""
-        removed = 0
-        for p in list((self.root / "tmp").glob("put-*")) + list((self.root / "tmp").glob("get-*")):
-            p.unlink(missing_ok=True)
-            removed += 1
+    def clean_temp(self, grace_s: float = 0.0) -> int:
+        """Remove local spool and download files left by crashed processes (held by no live process, older than
+        ``grace_s``). Incomplete multipart uploads are left alone: another worker may be sending one right now,
+        and a later put of the same bytes resumes them; :meth:`abort_incomplete_uploads` removes them."""
+        from server.core.storage import remove_stale_temp
+
+        return remove_stale_temp(self.root / "tmp", grace_s, prefixes=("put-", "get-"))
+
+    def abort_incomplete_uploads(self) -> int:
+        """Abort every incomplete multipart upload under this store's prefix (``openastro store check --repair``;
+        run it while nothing is uploading). Returns how many were aborted."""
+        aborted = 0
         paginator = self.client.get_paginator("list_multipart_uploads")
         for page in self._call("list uploads of", None, lambda: list(
                 paginator.paginate(Bucket=self.bucket, Prefix=self._name("sha256/")))):
             for upload in page.get("Uploads", []):
                 self._abort(upload["Key"], upload["UploadId"])
-                removed += 1
-        return removed
+                aborted += 1
+        return aborted
 
 
 def open_s3_store(settings) -> S3ObjectStore:

@@ -26,7 +26,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
-import tempfile
 import warnings
 import zlib
 from dataclasses import dataclass
@@ -34,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-from server.core.storage import StoredObject
+from server.core.storage import StoredObject, open_temp
 
 CARD = 80
 BLOCK = 2880
@@ -184,9 +183,7 @@ def store_raw(store, path: str | os.PathLike[str], fmt: str, *, compress: bool) 
     """
     if not (compress and fmt == "fits"):
         return store.put_file(path)
-    fd, name = tempfile.mkstemp(dir=store.root / "tmp", prefix="put-rice-", suffix=".fz")
-    os.close(fd)
-    tmp = Path(name)
+    fd, tmp = open_temp(store.root / "tmp", prefix="put-rice-")  # held (flock) until stored: clean_temp skips it
     try:
         result = rice_compress(path, tmp)
         if result.path is None:
@@ -194,4 +191,5 @@ def store_raw(store, path: str | os.PathLike[str], fmt: str, *, compress: bool) 
         stored = store.put_file(result.path)
     finally:
         tmp.unlink(missing_ok=True)
+        os.close(fd)
     return StoredObject(stored.key, result.original_sha256, result.original_size, stored.created)

@@ -45,12 +45,24 @@ BLOCK = 2880
 CARD = 80
 FITS_MAGIC = b"SIMPLE  =                    T"
 DEFAULT_MAX_DATA_BYTES = 4 * 1024**3  # 4 GiB: a 32k x 32k float32 frame
+DEFAULT_MAX_TILE_BYTES = 16 * 1024**2  # one band of decompressed .fits.fz tiles held in memory at a time
 MAX_HEADER_BLOCKS = 1000  # 36,000 cards: far beyond any real header
 MAX_HDUS = 256
 _VALID_BITPIX = (8, 16, 32, 64, -32, -64)
 _MJD_EPOCH = datetime(1858, 11, 17, tzinfo=UTC)
 _EARLIEST = datetime(1850, 1, 1, tzinfo=UTC)
 _LATEST = datetime(2200, 1, 1, tzinfo=UTC)
+_MJD_RANGE = ((_EARLIEST - _MJD_EPOCH).days - 1.0, (_LATEST - _MJD_EPOCH).days + 1.0)
+# Plausible ranges of the optional numeric keywords; a value outside is noted in ``warnings`` and ignored.
+RANGES: dict[str, tuple[float, float]] = {
+    "exptime": (0.0, 1e6),  # seconds (11.6 days: longer than any single exposure)
+    "elevation": (-500.0, 1e5),  # metres (Dead Sea shore to a balloon)
+    "gain": (0.0, 1e5),  # e-/ADU, or the camera's gain setting
+    "focal_length": (0.0, 1e6),  # mm
+    "pixel_size": (0.0, 1e3),  # micrometres
+    "temperature": (-273.15, 200.0),  # Celsius
+    "binning": (1.0, 1024.0),
+}
 
 
 class FitsError(ValueError):
@@ -71,6 +83,7 @@ class HduLayout:
     image_shape: tuple[int, ...]  # uncompressed image axes (ZNAXISn for compressed images)
     image_bitpix: int  # ZBITPIX for compressed images, else BITPIX
     compression: str | None = None  # ZCMPTYPE of a compressed image ('RICE_1', ...)
+    tile_shape: tuple[int, ...] = ()  # ZTILEn of a compressed image (FITS order; defaults: rows)
 
 
 @dataclass(frozen=True)
@@ -246,7 +259,7 @@ def scan_fits_structure(path: str | os.PathLike[str], max_data_bytes: int = DEFA
                     f"HDU {index}: header declares {dims}, BITPIX={bitpix}: {_size_text(nbytes)} of data, "
                     f"above the limit of {_size_text(max_data_bytes)}"
                 )
-            image_shape, image_bitpix, compression = shape, bitpix, None
+            image_shape, image_bitpix, compression, tile_shape = shape, bitpix, None, ()
             if kind == "bintable" and cards.get("ZIMAGE") == "T":
                 kind = "compressed-image"
                 compression = cards.get("ZCMPTYPE", "''").strip("'").strip() or None
@@ -259,6 +272,12 @@ def scan_fits_structure(path: str | os.PathLike[str], max_data_bytes: int = DEFA
                 image_shape = tuple(_int_card(cards, f"ZNAXIS{i}", index) for i in range(1, znaxis + 1))
                 if any(n < 0 for n in image_shape):
                     raise FitsError(f"HDU {index}: negative ZNAXISn in {image_shape}")
+                tile_shape = tuple(
+                    _int_card(cards, f"ZTILE{i}", index, default=n if i == 1 else 1)
+                    for i, n in enumerate(image_shape, start=1)
+                )
+                if any(t < 1 for t in tile_shape):
+                    raise FitsError(f"HDU {index}: ZTILEn {tile_shape} must be positive")
                 unpacked = abs(image_bitpix) // 8 * math.prod(image_shape) if image_shape else 0
                 if unpacked > max_data_bytes:
                     dims = " x ".join(f"ZNAXIS{i}={n}" for i, n in enumerate(image_shape, 1))
@@ -277,7 +296,8 @@ def scan_fits_structure(path: str | os.PathLike[str], max_data_bytes: int = DEFA
                 notes.append(f"HDU {index}: final {padded - file_size} padding bytes missing")
             hdus.append(
                 HduLayout(
-                    index, kind, offset, data_offset, nbytes, bitpix, shape, image_shape, image_bitpix, compression
+                    index, kind, offset, data_offset, nbytes, bitpix, shape, image_shape, image_bitpix, compression,
+                    tile_shape,
                 )
             )
             offset = padded
@@ -310,7 +330,9 @@ def _text(header, *keys: str) -> str | None:
     return None
 
 
-def _number(header, keys: tuple[str, ...], notes: list[str]) -> float | None:
+def _number(header, keys: tuple[str, ...], notes: list[str], lo: float = -1e300, hi: float = 1e300) -> float | None:
+    """The first usable number among ``keys``; values that are not finite numbers in [lo, hi] are noted and
+    skipped."""
     for key in keys:
         if key not in header:
             continue
@@ -319,14 +341,23 @@ def _number(header, keys: tuple[str, ...], notes: list[str]) -> float | None:
             continue
         try:
             number = float(value)
-        except (TypeError, ValueError):
-            notes.append(f"{key} = {value!r} is not a number; ignored")
+        except (TypeError, ValueError, OverflowError):
+            notes.append(f"{key} = {_clip(value)} is not a number; ignored")
             continue
         if not math.isfinite(number):
-            notes.append(f"{key} = {value!r} is not finite; ignored")
+            notes.append(f"{key} = {_clip(value)} is not finite; ignored")
+            continue
+        if not lo <= number <= hi:
+            notes.append(f"{key} = {_clip(value)} is outside [{lo:g}, {hi:g}]; ignored")
             continue
         return number
     return None
+
+
+def _clip(value: Any, n: int = 60) -> str:
+    """repr of a header value, shortened for messages (a fuzzed card can hold a 4000-digit number)."""
+    text = repr(value) if not isinstance(value, int) or abs(value) < 10**30 else f"{str(value)[:20]}...(int)"
+    return text if len(text) <= n else text[: n - 3] + "..."
 
 
 _SEXAGESIMAL = re.compile(r"^\s*([+-]?)\s*(\d+(?:\.\d*)?)(?:[\s:hdHD°]+(\d+(?:\.\d*)?))?(?:[\s:m'M]+(\d+(?:\.\d*)?))?\s*[s\"S]?\s*$")
@@ -363,18 +394,18 @@ def _angle(header, keys: tuple[str, ...], notes: list[str], *, hours_if_text: bo
                     deg = parse_sexagesimal(text) * (15.0 if hours_if_text else 1.0)
             else:
                 deg = float(value)
-        except ValueError:
-            notes.append(f"{key} = {value!r} is not an angle; ignored")
+        except (TypeError, ValueError, OverflowError):
+            notes.append(f"{key} = {_clip(value)} is not an angle; ignored")
             continue
         if not (lo <= deg <= hi):
-            notes.append(f"{key} = {value!r} is outside [{lo}, {hi}] degrees; ignored")
+            notes.append(f"{key} = {_clip(value)} is outside [{lo}, {hi}] degrees; ignored")
             continue
         return deg
     return None
 
 
 def _int_value(header, keys: tuple[str, ...], notes: list[str]) -> int | None:
-    number = _number(header, keys, notes)
+    number = _number(header, keys, notes, *RANGES["binning"])
     if number is None:
         return None
     if number != int(number) or number < 1:
@@ -393,7 +424,10 @@ def _iso_to_datetime(text: str, header, notes: list[str]) -> datetime:
     m = _OLD_DATE.match(text)
     if m is not None:  # FITS standard: 'DD/MM/YY' means 19YY; time in TIME-OBS or UT
         day, month, yy = (int(g) for g in m.groups())
-        date_part = datetime(1900 + yy, month, day, tzinfo=UTC)
+        try:
+            date_part = datetime(1900 + yy, month, day, tzinfo=UTC)
+        except ValueError as exc:
+            raise FitsError(f"DATE-OBS = {text!r}: {exc}") from None
         time_text = _text(header, "TIME-OBS", "UT", "UTSTART", "UT-START")
         if time_text is None:
             notes.append("DATE-OBS has no time and no TIME-OBS/UT keyword: midnight assumed")
@@ -452,8 +486,12 @@ def observation_time(header) -> tuple[datetime, str, list[str]]:
     date_text = _text(header, "DATE-OBS")
     if date_text is not None:
         stamp, source = _iso_to_datetime(date_text, header, notes), "DATE-OBS"
-    elif "MJD-OBS" in header and _number(header, ("MJD-OBS",), notes) is not None:
-        mjd = _number(header, ("MJD-OBS",), notes)
+    elif "MJD-OBS" in header:
+        scratch: list[str] = []
+        mjd = _number(header, ("MJD-OBS",), scratch)
+        if mjd is None or not _MJD_RANGE[0] <= mjd <= _MJD_RANGE[1]:
+            raise FitsError(f"MJD-OBS = {_clip(header['MJD-OBS'])} is not a date between {_EARLIEST.year} and "
+                            f"{_LATEST.year} (MJD {_MJD_RANGE[0]:.0f} to {_MJD_RANGE[1]:.0f})")
         stamp, source = _MJD_EPOCH + timedelta(days=mjd), "MJD-OBS"
     else:
         raise FitsError("the header has neither DATE-OBS nor MJD-OBS: the observation time is unknown")
@@ -472,9 +510,9 @@ def datetime_to_mjd(stamp: datetime) -> float:
 def _site(header, notes: list[str]) -> tuple[float | None, float | None, float | None]:
     lat = _angle(header, ("OBSGEO-B",), notes, hours_if_text=False, lo=-90, hi=90)
     lon = _angle(header, ("OBSGEO-L",), notes, hours_if_text=False, lo=-360, hi=360)
-    elev = _number(header, ("OBSGEO-H",), notes)
+    elev = _number(header, ("OBSGEO-H",), notes, *RANGES["elevation"])
     if lat is None and all(k in header for k in ("OBSGEO-X", "OBSGEO-Y", "OBSGEO-Z")):
-        xyz = [_number(header, (k,), notes) for k in ("OBSGEO-X", "OBSGEO-Y", "OBSGEO-Z")]
+        xyz = [_number(header, (k,), notes, -1e8, 1e8) for k in ("OBSGEO-X", "OBSGEO-Y", "OBSGEO-Z")]
         if None not in xyz and 6.0e6 < math.sqrt(sum(v * v for v in xyz)) < 6.5e6:  # metres from the geocentre
             from astropy import units as u
             from astropy.coordinates import EarthLocation
@@ -488,7 +526,7 @@ def _site(header, notes: list[str]) -> tuple[float | None, float | None, float |
     if lon is None:
         lon = _angle(header, ("SITELONG", "LONG-OBS", "LONGITUD"), notes, hours_if_text=False, lo=-360, hi=360)
     if elev is None:
-        elev = _number(header, ("SITEELEV", "ALT-OBS", "ALTITUDE"), notes)
+        elev = _number(header, ("SITEELEV", "ALT-OBS", "ALTITUDE"), notes, *RANGES["elevation"])
     if lon is not None and lon > 180:
         lon -= 360.0
     return lat, lon, elev
@@ -497,13 +535,10 @@ def _site(header, notes: list[str]) -> tuple[float | None, float | None, float |
 def metadata_from_header(header, layout: HduLayout, compression: str | None = None) -> FitsMetadata:
     """Pure: one (merged) astropy header -> FitsMetadata. Raises FitsError without a usable time."""
     stamp, source, notes = observation_time(header)
-    exptime = _number(header, ("EXPTIME", "EXPOSURE", "EXP_TIME"), notes)
-    if exptime is not None and exptime < 0:
-        notes.append(f"EXPTIME = {exptime} is negative; ignored")
-        exptime = None
+    exptime = _number(header, ("EXPTIME", "EXPOSURE", "EXP_TIME"), notes, *RANGES["exptime"])
     mjd = datetime_to_mjd(stamp)
-    egain = _number(header, ("EGAIN",), notes)
-    gain = _number(header, ("GAIN",), notes)
+    egain = _number(header, ("EGAIN",), notes, *RANGES["gain"])
+    gain = _number(header, ("GAIN",), notes, *RANGES["gain"])
     lat, lon, elev = _site(header, notes)
     return FitsMetadata(
         date_obs=stamp,
@@ -526,9 +561,9 @@ def metadata_from_header(header, layout: HduLayout, compression: str | None = No
         ybinning=_int_value(header, ("YBINNING", "CCDYBIN", "BINY"), notes),
         gain=egain if egain is not None else gain,
         gain_setting=gain if egain is not None else None,
-        focal_length_mm=_number(header, ("FOCALLEN",), notes),
-        pixel_size_um=_number(header, ("XPIXSZ", "PIXSIZE1", "PIXSIZE"), notes),
-        ccd_temp_c=_number(header, ("CCD-TEMP", "CCD_TEMP", "SET-TEMP"), notes),
+        focal_length_mm=_number(header, ("FOCALLEN",), notes, *RANGES["focal_length"]),
+        pixel_size_um=_number(header, ("XPIXSZ", "PIXSIZE1", "PIXSIZE"), notes, *RANGES["pixel_size"]),
+        ccd_temp_c=_number(header, ("CCD-TEMP", "CCD_TEMP", "SET-TEMP"), notes, *RANGES["temperature"]),
         naxis=layout.image_shape,
         bitpix=layout.image_bitpix,
         hdu_index=layout.index,
@@ -550,14 +585,54 @@ def _decompression_errors() -> tuple[type[BaseException], ...]:
     return (CfitsioException,)
 
 
-def read_fits_metadata(path: str | os.PathLike[str], max_data_bytes: int = DEFAULT_MAX_DATA_BYTES) -> FitsMetadata:
+def tile_bands(layout: HduLayout, max_tile_bytes: int) -> list[tuple[int, int]]:
+    """Slices ``(start, stop)`` of the slowest image axis (numpy axis 0) that cover whole bands of tiles, each
+    holding at most ``max_tile_bytes`` once decompressed (8 bytes a pixel: scaled data decode to float64).
+
+    FitsError when a single band of tiles is larger than that: its layout cannot be checked in bounded memory."""
+    shape = tuple(reversed(layout.image_shape))  # numpy order
+    tile = tuple(reversed(layout.tile_shape)) if layout.tile_shape else (1,) + shape[1:]
+    step = min(tile[0], shape[0])
+    band = 8 * step * math.prod(shape[1:])
+    if band > max_tile_bytes:
+        raise FitsError(
+            f"HDU {layout.index}: compressed tiles ZTILEn={layout.tile_shape or '(rows)'} of a "
+            f"{' x '.join(map(str, layout.image_shape))} image decompress {_size_text(band)} at a time, above the "
+            f"limit of {_size_text(max_tile_bytes)}: tile-compress with smaller tiles (fpack's default is rows)"
+        )
+    per = max(1, max_tile_bytes // band) * step  # several bands of tiles per read, each read <= the limit
+    return [(y, min(y + per, shape[0])) for y in range(0, shape[0], per)]
+
+
+def _check_tiles(hdu, layout: HduLayout, max_tile_bytes: int) -> None:
+    """Decompress a tile-compressed image one band of tiles at a time (``CompImageHDU.section``), so corrupt
+    tiles fail at ingest while memory stays below ``max_tile_bytes`` (the whole image is never decoded)."""
+    expected = tuple(reversed(layout.image_shape))
+    for start, stop in tile_bands(layout, max_tile_bytes):
+        band = np.asarray(hdu.section[start:stop])
+        if band.shape != (stop - start,) + expected[1:]:
+            raise FitsError(
+                f"HDU {layout.index}: decompressed rows {start}:{stop} have shape {band.shape}, "
+                f"not what ZNAXISn {layout.image_shape} declares"
+            )
+        if not np.issubdtype(band.dtype, np.number):
+            raise FitsError(f"HDU {layout.index}: decompressed data are not numeric ({band.dtype})")
+        del band
+
+
+def read_fits_metadata(path: str | os.PathLike[str], max_data_bytes: int = DEFAULT_MAX_DATA_BYTES,
+                       max_tile_bytes: int = DEFAULT_MAX_TILE_BYTES) -> FitsMetadata:
     """Check ``path`` structurally, then read the science HDU's metadata.
 
     Raises :class:`FitsError` (a ValueError) with the reason for: not FITS, truncated header or data,
     a declared data size above ``max_data_bytes`` (checked before any data is read), no image HDU,
-    undecodable compressed tiles, or no DATE-OBS/MJD-OBS.
+    undecodable compressed tiles, or no usable DATE-OBS/MJD-OBS.
+
+    Memory: headers only, plus, for a tile-compressed image, one band of tiles at a time (at most
+    ``max_tile_bytes``); the file itself is memory-mapped, never read whole.
     """
     from astropy.io import fits
+    from astropy.io.fits.verify import VerifyError
 
     structure = scan_fits_structure(path, max_data_bytes)
     layout = science_hdu(structure)
@@ -565,30 +640,24 @@ def read_fits_metadata(path: str | os.PathLike[str], max_data_bytes: int = DEFAU
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
-            # memmap only when no data are read: astropy refuses memmap for scaled (BZERO) compressed data
-            memmap = layout.kind != "compressed-image"
-            with fits.open(path, memmap=memmap, lazy_load_hdus=True, ignore_missing_end=False) as hdul:
+            # raw (unscaled) values: astropy memory-maps only unscaled data, and scaling adds nothing to the check
+            # our own file handle: astropy leaks its handle when fits.open itself raises on a broken header
+            with open(path, "rb") as fh, fits.open(fh, memmap=True, lazy_load_hdus=True, ignore_missing_end=False,
+                                                   do_not_scale_image_data=True) as hdul:
                 hdu = hdul[layout.index]
                 header = hdu.header
                 if layout.index != 0:  # the science HDU's keywords win over the primary's
                     header = hdul[0].header.copy()
                     header.update(hdu.header)
                 if layout.kind == "compressed-image":
-                    data = hdu.data  # decompress once: corrupt tiles fail here, not downstream
-                    if data is None or tuple(reversed(data.shape)) != layout.image_shape:
-                        raise FitsError(
-                            f"HDU {layout.index}: decompressed shape {None if data is None else data.shape} "
-                            f"does not match ZNAXISn {layout.image_shape}"
-                        )
-                    if not np.issubdtype(data.dtype, np.number):
-                        raise FitsError(f"HDU {layout.index}: decompressed data are not numeric ({data.dtype})")
-                    del data
+                    _check_tiles(hdu, layout, max_tile_bytes)  # corrupt tiles fail here, not downstream
                 meta = metadata_from_header(header, layout, layout.compression)
         except FitsError:
             raise
-        except (OSError, ValueError, TypeError, KeyError, IndexError, ZeroDivisionError,
-                *_decompression_errors()) as exc:
-            raise FitsError(f"{Path(path).name}: astropy cannot read HDU {layout.index}: {exc}") from exc
+        except (OSError, ValueError, TypeError, KeyError, IndexError, ZeroDivisionError, OverflowError,
+                AttributeError, VerifyError, *_decompression_errors()) as exc:
+            raise FitsError(f"{Path(path).name}: astropy cannot read HDU {layout.index}: "
+                            f"{type(exc).__name__}: {str(exc)[:300]}") from exc
     astro_notes.extend(f"astropy: {w.message}" for w in caught)
     if astro_notes:
         meta = dataclasses.replace(meta, warnings=tuple(astro_notes) + meta.warnings)

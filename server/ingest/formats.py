@@ -45,7 +45,7 @@ def detect_format(head: bytes, name: str = "") -> str:
             )
     if not head.strip():
         raise FormatError(f"{name or 'file'}: empty file")
-    text = decode_text(head, name or "file")
+    text = decode_text(head, name or "file", partial=len(head) >= SNIFF_BYTES)
     lines = text.splitlines()
     if len(head) >= SNIFF_BYTES and lines:
         lines = lines[:-1]  # the last line may be cut by the sniff window

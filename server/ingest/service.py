@@ -26,7 +26,10 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import json
+import math
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
@@ -38,10 +41,18 @@ from sqlalchemy.exc import IntegrityError
 
 from server.core.db.models import Instrument, Observation, PhotometryPoint, Target, TransitTime
 from server.ingest.etd import split_planet_name
-from server.ingest.fitsmeta import DEFAULT_MAX_DATA_BYTES, FitsError, FitsMetadata, parse_sexagesimal, read_fits_metadata
+from server.ingest.fitsmeta import (
+    DEFAULT_MAX_DATA_BYTES,
+    DEFAULT_MAX_TILE_BYTES,
+    FitsError,
+    FitsMetadata,
+    parse_sexagesimal,
+    read_fits_metadata,
+)
 from server.ingest.formats import SNIFF_BYTES, detect_format, parse_table
-from server.ingest.tabular import FormatError, ParsedTable, RowError, jd_to_datetime
+from server.ingest.tabular import FormatError, ParsedTable, RowError, clip, jd_to_datetime
 from server.core.storage import StorageError, StoredObject, sha256_file
+from server.core.storecheck import OBJECT_MISSING
 from server.ingest.compress import store_raw
 
 MAX_REPORTED_ERRORS = 200
@@ -66,6 +77,7 @@ class IngestOptions:
     client_meta: Mapping[str, Any] | None = None  # validated upload metadata (fills gaps in the header)
     formats: tuple[str, ...] | None = None  # accepted formats (None: all)
     max_data_bytes: int = DEFAULT_MAX_DATA_BYTES
+    max_tile_bytes: int = DEFAULT_MAX_TILE_BYTES
 
 
 @dataclass(frozen=True)
@@ -90,6 +102,59 @@ class _Prepared:
     extra_warnings: tuple[str, ...] = field(default=())
 
 
+METADATA_MAX_DEPTH = 2  # a flat object of scalars; deeper input is refused before json.loads recurses
+
+
+def json_depth(text: str) -> int:
+    """Deepest nesting of ``[``/``{`` in JSON text (brackets inside strings do not count); linear, no recursion."""
+    depth = deepest = 0
+    in_string = escaped = False
+    for ch in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == '"':
+                in_string = False
+        elif ch == '"':
+            in_string = True
+        elif ch in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif ch in "]}":
+            depth -= 1
+    return deepest
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"metadata contains {name}, which is not JSON")
+
+
+def parse_client_meta(raw: bytes) -> dict[str, Any]:
+    """The upload's ``metadata`` part (UTF-8 JSON bytes) -> validated dict; ValueError saying what is wrong.
+
+    Never raises anything else: deep nesting is refused before parsing (no RecursionError), NaN/Infinity are
+    refused, and so are strings that cannot be stored (lone surrogates, control characters)."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"metadata is not UTF-8 (byte {raw[exc.start]:#04x} at offset {exc.start})") from None
+    if not text.strip():
+        return {}
+    depth = json_depth(text)
+    if depth > METADATA_MAX_DEPTH:
+        raise ValueError(f"metadata nests {depth} levels deep: send one flat JSON object of strings and numbers")
+    try:
+        value = json.loads(text, parse_constant=_refuse_constant)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"metadata is not valid JSON: {exc}") from None
+    return validate_client_meta(value)
+
+
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+
+
 def validate_client_meta(raw: Any) -> dict[str, Any]:
     """Upload metadata JSON -> dict; ValueError naming the offending key or value."""
     if raw is None:
@@ -100,19 +165,46 @@ def validate_client_meta(raw: Any) -> dict[str, Any]:
     for key, value in raw.items():
         expected = CLIENT_META_KEYS.get(key)
         if expected is None:
-            raise ValueError(f"unknown metadata key {key!r}; allowed: {', '.join(sorted(CLIENT_META_KEYS))}")
+            raise ValueError(f"unknown metadata key {clip(str(key), 80)!r}; allowed: {', '.join(sorted(CLIENT_META_KEYS))}")
         if value is None:
             continue
         if isinstance(value, bool) or not isinstance(value, expected):
-            raise ValueError(f"metadata {key!r} has the wrong type: {value!r}")
+            raise ValueError(f"metadata {key!r} has the wrong type: {clip(repr(value), 80)}")
         if isinstance(value, str):
             value = value.strip()
             if len(value) > 255:
                 raise ValueError(f"metadata {key!r} is longer than 255 characters")
-        elif not (np.isfinite(value) and value >= 0):
-            raise ValueError(f"metadata {key!r} must be a finite non-negative number, got {value!r}")
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                raise ValueError(f"metadata {key!r} contains a lone surrogate (\\ud800-\\udfff): not text") from None
+            if _CONTROL.search(value):
+                raise ValueError(f"metadata {key!r} contains control characters: {clip(repr(value), 80)}")
+        else:
+            try:
+                number = float(value)
+            except OverflowError:
+                number = float("inf")
+            if not (math.isfinite(number) and 0 <= number <= 1e9):
+                raise ValueError(f"metadata {key!r} must be a finite number in [0, 1e9], got {clip(repr(value), 80)}")
+            value = number if isinstance(value, float) else int(value)
         out[key] = value
     return out
+
+
+def display_name(name: str | None) -> tuple[str | None, tuple[str, ...]]:
+    """A file name made storable: names that are not valid UTF-8 (undecodable bytes arrive as lone surrogates,
+    Python's surrogateescape) get U+FFFD in their place and a warning saying so. Never refused: the name is a
+    label only."""
+    if name is None:
+        return None, ()
+    try:
+        name.encode("utf-8")
+        return name, ()
+    except UnicodeEncodeError:
+        fixed = name.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+        fixed = fixed.encode("utf-8", "replace").decode("utf-8")  # any surrogate left (not from bytes)
+        return fixed, (f"the file name is not valid UTF-8; recorded as {fixed!r} (U+FFFD marks the bad bytes)",)
 
 
 # --------------------------------------------------------------------------- preparation (pure, no I/O beyond reading)
@@ -128,7 +220,7 @@ def prepare(path: Path, options: IngestOptions) -> _Prepared:
         if options.formats is not None and fmt not in options.formats:
             raise IngestError(f"{name}: {fmt} files are not accepted here (accepted: {', '.join(options.formats)})")
         if fmt == "fits":
-            meta = read_fits_metadata(path, options.max_data_bytes)
+            meta = read_fits_metadata(path, options.max_data_bytes, options.max_tile_bytes)
             return _Prepared("fits.fz" if meta.compressed else "fits", fits=meta)
         data = path.read_bytes()
         table = parse_table(fmt, data, name)
@@ -448,8 +540,8 @@ def _discard(app, stored: StoredObject, extras: list[StoredObject] = ()) -> None
         if obj.created:
             try:
                 app.store.delete(obj.key)
-            except (OSError, StorageError):
-                pass
+            except StorageError:
+                pass  # left as an orphan: `openastro store check --repair` removes it
 
 
 def ingest_path(app, path: str | os.PathLike[str], options: IngestOptions | None = None, *,
@@ -461,11 +553,60 @@ def ingest_path(app, path: str | os.PathLike[str], options: IngestOptions | None
     options = options or IngestOptions()
     path = Path(path)
     if not path.is_file():
-        raise IngestError(f"{path}: not a file")
+        raise IngestError(f"{display_name(str(path))[0]}: not a file")
+    name, name_notes = display_name(options.original_name if options.original_name is not None else path.name)
+    options = dataclasses.replace(options, original_name=name)
+    result = _ingest(app, path, options, sha256)
+    if name_notes:
+        result = dataclasses.replace(result, warnings=result.warnings + name_notes)
+    return result
+
+
+MAX_SUBMISSIONS = 50  # further submissions of one content are refused in `warnings`, not recorded
+
+
+def _submission(options: IngestOptions) -> dict[str, Any]:
+    return {"site_id": options.site_id, "original_name": options.original_name,
+            "client": dict(options.client_meta or {})}
+
+
+def _revisit(app, path: Path, found: IngestResult, options: IngestOptions) -> IngestResult:
+    """The content is already stored. Restore its object if ``store check --repair`` marked it missing, and keep
+    a different site's (or different metadata's) submission in ``meta["submissions"]`` rather than dropping it:
+    the observation stays the first sender's; later senders are listed with what they sent."""
+    notes: list[str] = []
+    if not app.store.exists(found.storage_key):
+        app.store.put_file(path)
+        notes.append("the stored copy of this content was missing; restored from this upload")
+    new = _submission(options)
+    with app.db.session() as s:
+        obs = s.get(Observation, found.observation_id)
+        if obs.status == OBJECT_MISSING:
+            obs.status = "ingested"
+        meta = dict(obs.meta or {})
+        first = {"site_id": obs.site_id, "original_name": obs.original_name, "client": meta.get("client", {})}
+        seen = [first, *meta.get("submissions", [])]
+        if new["site_id"] != first["site_id"] or (new["client"] and new not in seen):
+            if new in seen:
+                notes.append(f"this content was first sent by site {first['site_id']} as observation "
+                             f"#{obs.id}; your earlier submission of it is already recorded")
+            elif len(seen) - 1 >= MAX_SUBMISSIONS:
+                notes.append(f"this content was first sent by site {first['site_id']} as observation #{obs.id}; "
+                             f"it already lists {MAX_SUBMISSIONS} further submissions, so yours is not recorded")
+            else:
+                meta["submissions"] = [*meta.get("submissions", []), new]
+                obs.meta = meta
+                notes.append(f"this content was first sent by site {first['site_id']} as observation #{obs.id} "
+                             f"(its metadata kept); your file name and metadata are recorded with it as "
+                             f"submission {len(seen) + 1}")
+    return dataclasses.replace(found, warnings=found.warnings + tuple(notes)) if notes else found
+
+
+def _ingest(app, path: Path, options: IngestOptions, sha256: str | None) -> IngestResult:
     sha = sha256 or sha256_file(path)
     found = find_observation(app, sha)
     if found is not None:
-        return found
+        return _revisit(app, path, found, options)
     prepared = prepare(path, options)
     stored = store_raw(app.store, path, prepared.fmt, compress=app.settings.rice_compress)  # RICE: compress.py
     if stored.sha256 != sha:
@@ -513,6 +654,7 @@ def observation_json(app, observation_id: int) -> dict[str, Any] | None:
             "site_id": obs.site_id, "instrument_id": obs.instrument_id, "target_id": obs.target_id,
             "target": obs.target.name if obs.target is not None else None, "status": obs.status,
             "wcs_failed": obs.wcs_failed, "created_at": obs.created_at.isoformat() + "Z" if obs.created_at else None,
+            "submissions": list((obs.meta or {}).get("submissions", [])),
         }
 
 

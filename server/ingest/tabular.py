@@ -7,6 +7,8 @@ header) raise :class:`FormatError` instead.
 
 from __future__ import annotations
 
+import codecs
+
 import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -63,14 +65,25 @@ class RowProblem(ValueError):
     """Raised inside a parser for one bad row; turned into a :class:`RowError`."""
 
 
-def decode_text(data: bytes, name: str = "file") -> str:
-    """Bytes -> text: UTF-8 (a BOM is dropped); refuses binary content."""
+def decode_text(data: bytes, name: str = "file", *, partial: bool = False) -> str:
+    """Bytes -> text: UTF-8 (a BOM is dropped); refuses binary content and bytes that are not UTF-8.
+
+    ``partial``: ``data`` is the head of a longer file, so a character cut at its end is dropped, not refused."""
     if b"\x00" in data[:65536]:
         raise FormatError(f"{name}: binary content that is not a FITS file (and not a text table)")
     try:
+        if partial:
+            return codecs.getincrementaldecoder("utf-8-sig")().decode(data, final=False)
         return data.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        return data.decode("latin-1")
+    except UnicodeDecodeError as exc:
+        # Refused, not guessed: Latin-1, cp1252 and UTF-8 read differently, and a silent guess would store wrong
+        # star names and observer codes. The message points at the first bad byte.
+        line = data.count(b"\n", 0, exc.start) + 1
+        column = exc.start - (data.rfind(b"\n", 0, exc.start) + 1) + 1
+        raise FormatError(
+            f"{name}: not UTF-8 text: byte {data[exc.start]:#04x} at line {line}, column {column} "
+            "(Latin-1 or Windows-1252?): save the file as UTF-8 and send it again"
+        ) from None
 
 
 def clip(text: str, n: int = 200) -> str:

@@ -23,11 +23,10 @@ tile-compressed) and an optional ``metadata`` part (a JSON object; keys in
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
 import re
-import tempfile
+import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Annotated, Any
@@ -44,17 +43,16 @@ from starlette.requests import ClientDisconnect
 
 from server.core.context import OpenAstro
 from server.core.db import DatabaseError
-from server.ingest.fitsmeta import DEFAULT_MAX_DATA_BYTES
 from server.ingest.service import (
     IngestError,
     IngestOptions,
     ingest_path,
     observation_json,
+    parse_client_meta,
     result_json,
-    validate_client_meta,
 )
 from server.ingest.sites import authenticate
-from server.core.storage import StorageError
+from server.core.storage import TEMP_PREFIX, StorageError, open_temp
 
 log = logging.getLogger("openastro.api")
 
@@ -63,6 +61,36 @@ FORM_OVERHEAD_BYTES = 64 * 1024  # multipart headers + the metadata part, on top
 METADATA_MAX_BYTES = 16 * 1024
 DRAIN_MAX_BYTES = 8 * 1024 * 1024  # read (and discard) at most this much of a refused body, for a clean 413
 DECOMPRESSION_FACTOR = 16  # a tile-compressed upload may decode to at most this many times the upload limit
+UPLOAD_TEMP_PREFIX = TEMP_PREFIX + "upload-"
+RETRY_AFTER_S = 5
+
+
+class _Slots:
+    """At most ``active`` uploads are received and checked at once; up to ``waiting`` more wait (without their
+    body being read) for a slot; any further upload is answered 503 with Retry-After at once."""
+
+    def __init__(self, active: int, waiting: int) -> None:
+        self.active, self.waiting = active, waiting
+        self._sem: asyncio.Semaphore | None = None
+        self._queued = 0
+
+    async def __aenter__(self) -> None:
+        if self._sem is None:
+            self._sem = asyncio.Semaphore(self.active)  # created in the server's event loop
+        if self._sem.locked():
+            if self._queued >= self.waiting:
+                raise Rejection(503, "busy", f"{self.active} uploads are in progress and {self._queued} waiting: "
+                                             f"retry in {RETRY_AFTER_S} s", {"Retry-After": str(RETRY_AFTER_S)})
+            self._queued += 1
+            try:
+                await self._sem.acquire()
+            finally:
+                self._queued -= 1
+        else:
+            await self._sem.acquire()
+
+    async def __aexit__(self, *exc_info) -> None:
+        self._sem.release()
 
 
 class Rejection(Exception):
@@ -135,9 +163,9 @@ class _Spool:
             raise Rejection(400, "duplicate_part", f"the part {name!r} appears more than once")
         self.parts_seen.append(name)
         if name == "file":
-            self.filename = options.get(b"filename", b"").decode("utf-8", errors="replace")
-            fd, path = tempfile.mkstemp(dir=self.tmp_dir, prefix="put-upload-")
-            self.path = Path(path)
+            # undecodable bytes kept as surrogates: ingest records them as U+FFFD and says so in `warnings`
+            self.filename = options.get(b"filename", b"").decode("utf-8", errors="surrogateescape")
+            fd, self.path = open_temp(self.tmp_dir, prefix=UPLOAD_TEMP_PREFIX)
             self._fh = os.fdopen(fd, "wb")
         elif name != "metadata":
             raise Rejection(400, "unknown_part", f"unexpected form field {name!r}: send 'file' and 'metadata'")
@@ -158,9 +186,8 @@ class _Spool:
 
     def on_part_end(self) -> None:
         if self._part == "file":
-            self._fh.close()
-            self._fh = None
-            self.file_done = True
+            self._fh.flush()  # kept open (and flock-ed) until cleanup: start-up cleaning of another process
+            self.file_done = True  # never removes a file this request is still ingesting
 
     def on_end(self) -> None:
         self.finished = True
@@ -237,7 +264,10 @@ def create_api(app: OpenAstro) -> FastAPI:
     """The upload API bound to one application object (settings, database, store)."""
     api = FastAPI(title="OpenAstro Compute upload API", version="1", docs_url=None, redoc_url=None)
     limit = int(app.settings.upload_max_bytes)
-    max_data = min(DEFAULT_MAX_DATA_BYTES, DECOMPRESSION_FACTOR * limit)
+    max_data = min(int(app.settings.fits_max_image_bytes), DECOMPRESSION_FACTOR * limit)
+    max_tile = int(app.settings.fits_max_tile_bytes)
+    slots = _Slots(int(app.settings.upload_max_concurrent), int(app.settings.upload_max_waiting))
+    app.store  # noqa: B018  (opening the store at start-up removes temp files a crashed server left)
 
     @api.exception_handler(StarletteHTTPException)
     async def _http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -285,6 +315,30 @@ def create_api(app: OpenAstro) -> FastAPI:
             return error_response(404, "not_found", f"no observation with id {observation_id}")
         return JSONResponse(body)
 
+    async def _receive_and_ingest(request: Request, body: _Body, spool: _Spool, site_id: int):
+        try:
+            await _receive(request, body, spool)
+        except Rejection as r:
+            spool.cleanup()
+            if r.status == 413:
+                await _drain(body, DRAIN_MAX_BYTES)
+            raise
+        try:
+            client_meta = parse_client_meta(bytes(spool.metadata))
+        except ValueError as exc:
+            raise Rejection(422, "invalid_metadata", str(exc)) from None
+        options = IngestOptions(site_id=site_id, original_name=safe_client_name(spool.filename),
+                                client_meta=client_meta, formats=("fits",), max_data_bytes=max_data,
+                                max_tile_bytes=max_tile)
+        try:
+            return await run_in_threadpool(ingest_path, app, spool.path, options, sha256=spool.sha.hexdigest())
+        except IngestError as exc:
+            raise Rejection(422, "invalid_file", str(exc)) from None
+        except StorageError as exc:
+            raise Rejection(507, "storage_error", str(exc)) from None
+        except DatabaseError as exc:
+            raise Rejection(503, "database_unavailable", str(exc)) from None
+
     @api.post(f"{API_PREFIX}/observations")
     async def upload(request: Request) -> JSONResponse:
         spool = _Spool(app.store.root / "tmp", limit)
@@ -300,30 +354,8 @@ def create_api(app: OpenAstro) -> FastAPI:
                     raise Rejection(413, "too_large", f"the upload ({declared_bytes} bytes) exceeds the limit of "
                                                       f"{limit} bytes")
             body = _Body(request)
-            try:
-                await _receive(request, body, spool)
-            except Rejection as r:
-                spool.cleanup()
-                if r.status == 413:
-                    await _drain(body, DRAIN_MAX_BYTES)
-                raise
-            try:
-                client_meta = validate_client_meta(json.loads(spool.metadata.decode("utf-8"))) \
-                    if spool.metadata.strip() else {}
-            except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-                raise Rejection(422, "invalid_metadata", f"metadata is not valid JSON: {exc}") from None
-            except ValueError as exc:
-                raise Rejection(422, "invalid_metadata", str(exc)) from None
-            options = IngestOptions(site_id=site_id, original_name=safe_client_name(spool.filename),
-                                    client_meta=client_meta, formats=("fits",), max_data_bytes=max_data)
-            try:
-                result = await run_in_threadpool(ingest_path, app, spool.path, options, sha256=spool.sha.hexdigest())
-            except IngestError as exc:
-                raise Rejection(422, "invalid_file", str(exc)) from None
-            except StorageError as exc:
-                raise Rejection(507, "storage_error", str(exc)) from None
-            except DatabaseError as exc:
-                raise Rejection(503, "database_unavailable", str(exc)) from None
+            async with slots:
+                result = await _receive_and_ingest(request, body, spool, site_id)
         except Rejection as r:
             return error_response(r.status, r.code, r.message, r.headers)
         finally:
