@@ -46,7 +46,7 @@ NASTY = ["", " ", "na", "NaN", "nan", "inf", "-inf", "Infinity", "1e308", "1e309
          "#DELIM=", "é", "\ufeff", "\u2028", "\x0b", "\x1c", "\x85", "\r", "YES", "DIF", "-", "+", "+-1", "1.2.3",
          "2459000.5", "-2459000.5", "12:00", "02/30/2024 25:61:61 p.m.", "13/01/2024 10:00:00", "J95X00A", "~zzzz"]
 LINE_NOISE = ["", "#", "#TYPE=EXTENDED", "#DATE=JD", "#DATE=FOO", "#DELIM=", "#DELIM=tab", "#DELIM=##",
-              "#OBSCODE=", "#planet=", "#ra=99 99 99", "COD", "COM x" * 50, "\x00", ",,,,,", "\t\t\t", "x" * 300]
+              "#OBSCODE=", "#planet=", "#ra=99 99 99", "#ra=nan", "#dec=1e300", "#dec=-91", "#ra=24 00 00", "COD", "COM x" * 50, "\x00", ",,,,,", "\t\t\t", "x" * 300]
 
 lines_strategy = st.lists(st.sampled_from(NASTY + LINE_NOISE) | st.text(max_size=40), max_size=6)
 
@@ -102,6 +102,11 @@ def _check_table(table: ParsedTable, text: str) -> None:
     for err in table.errors:
         assert 1 <= err.line <= n_lines, err
         assert err.message
+    if table.format == "etd":  # the coordinates that convert HJD to BJD_TDB are possible ones when given
+        from server.ingest.targets import parse_dec, parse_ra
+
+        assert 0.0 <= parse_ra(table.params["ra"]) < 360.0 if table.params.get("ra") else True
+        assert abs(parse_dec(table.params["dec"])) <= 90.0 if table.params.get("dec") else True
     if len(table.rows):
         assert table.rows["line"].between(1, n_lines).all()
         for col in ("jd", "hjd", "mag", "time", "sigma", "ra_deg", "dec_deg", "jd_utc"):
@@ -248,3 +253,11 @@ def test_json_config_with_a_nan_literal_is_refused(tmp_path):
     path.write_text('{"nlive": NaN}')
     with pytest.raises(ValueError, match="NaN"):
         read_config_file(str(path))
+
+
+@pytest.mark.parametrize("line", ["#ra=nan", "#ra=24 00 00", "#ra=99 99 99", "#dec=+95 00 00", "#dec=1e300"])
+def test_etd_coordinate_parameter_that_is_impossible_is_a_format_error(line):
+    text = ETD_TEXT.replace("#ra=06 30 32.79", line if line.startswith("#ra") else "#ra=06 30 32.79")
+    text = text.replace("#dec=+29 40 20.3", line if line.startswith("#dec") else "#dec=+29 40 20.3")
+    with pytest.raises(FormatError, match=line.split("=")[0]):
+        parse_etd(text)
