@@ -79,6 +79,9 @@ def run(app: OpenAstro, campaign_id: int, app_command) -> None:
             click.echo(f"campaign {campaign_id} has already finished")
             _print_status(st)
             return
+        if st.executor != "local" and st.status != "created":
+            raise CampaignError(f"campaign {campaign_id} was already submitted to BOINC ({st.status}); "
+                                f"follow it with `openastro campaign status {campaign_id} --follow`")
         _run(app, campaign_id, app_command)
     except CampaignError as exc:
         raise click.ClickException(str(exc)) from None
