@@ -47,11 +47,9 @@ def _npz_bytes(arrays: dict, meta: dict) -> bytes:
 def _summary_of(samples: np.ndarray, names) -> dict:
     if len(samples) == 0:
         return {"param_names": list(names), "n_samples": 0}
-    q = np.percentile(samples, [2.5, 16, 50, 84, 97.5], axis=0)
-    return {"param_names": list(names), "n_samples": int(len(samples)),
-            "mean": samples.mean(axis=0).tolist(), "sd": samples.std(axis=0).tolist(),
-            "q025": q[0].tolist(), "q16": q[1].tolist(), "median": q[2].tolist(), "q84": q[3].tolist(),
-            "q975": q[4].tolist()}
+    from app.ttv.summary import summary_arrays  # circular statistics for angles
+
+    return summary_arrays(samples, names)
 
 
 def _model_name(bin_row: dict) -> str:

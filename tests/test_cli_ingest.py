@@ -76,11 +76,13 @@ def test_serve_starts_the_upload_api_that_accepts_a_keyed_upload(tmp_path):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     env = {**os.environ, "OPENASTRO_VAR_DIR": str(tmp_path / "var"), "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen([sys.executable, "-c", "from server.cli import main; main()", "serve", "--port", str(port)],
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    # the server's log goes to a file: a pipe nobody reads fills up and blocks the server
+    with open(tmp_path / "serve.log", "wb") as log:
+        proc = subprocess.Popen([sys.executable, "-c", "from server.cli import main; main()", "serve", "--port",
+                                 str(port)], env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
         base = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 180  # a bound for a hung server, not a speed requirement
         while True:
             try:
                 if httpx.get(f"{base}/api/v1/health", timeout=2).status_code == 200:
@@ -88,7 +90,7 @@ def test_serve_starts_the_upload_api_that_accepts_a_keyed_upload(tmp_path):
             except httpx.TransportError:
                 pass
             if time.monotonic() > deadline or proc.poll() is not None:
-                raise RuntimeError("openastro serve did not come up")
+                raise RuntimeError(f"openastro serve did not come up: {(tmp_path / 'serve.log').read_text()[-2000:]}")
             time.sleep(0.2)
         buf = io.BytesIO()
         fits.PrimaryHDU(small_image(), astrobin_header()).writeto(buf)
@@ -102,4 +104,3 @@ def test_serve_starts_the_upload_api_that_accepts_a_keyed_upload(tmp_path):
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
-        proc.stdout.close()

@@ -32,6 +32,11 @@ def test_demo_runs_end_to_end_on_embedded_defaults_and_recovers_the_injected_ans
     lo, hi = post["q16"][names.index("c.mass")], post["q84"][names.index("c.mass")]
     assert abs(mass - 206.6) < 2 * max(hi - lo, 0.5), (mass, lo, hi)  # within 2 sigma of the injected 0.65 M_J
     assert summary["stack"]["max_coverage"] == 4
+    # the outputs are printed as readable FITS paths and the posterior command carries the campaign's ID
+    for kind, path in summary["stack"]["files"].items():
+        assert path.endswith(f"stack_{summary['stack']['campaign']}_{kind}.fits") and os.path.getsize(path) > 0
+        assert any(line.strip().endswith(path) for line in lines)
+    assert any(f"`openastro results posterior {summary['ttv']['campaign']}`" in line for line in lines)
 
 
 def test_demo_command_is_wired_to_the_cli(tmp_path):

@@ -54,7 +54,7 @@ def test_times_command_reports_bad_params_in_one_line(tmp_path):
     assert res.exit_code == 1 and "needs 'rp_rs'" in res.output
 
 
-def test_fit_command_runs_bins_and_stores_posteriors(tmp_path):
+def test_fit_command_runs_bins_shows_sampling_progress_on_stderr_and_stores_posteriors(tmp_path):
     db = _db(tmp_path)
     system = kepler88_like(np.random.default_rng(9), n_transits=25, with_perturber=False)
     times = tmp_path / "times.csv"
@@ -71,6 +71,9 @@ def test_fit_command_runs_bins_and_stores_posteriors(tmp_path):
                "--out-dir", str(out_dir), "--target", "Synth-2"], tmp_path)
     assert res.exit_code == 0, res.output
     assert "1 period bins" in res.output and "ln B(1 vs 0 perturbers)" in res.output
+    # progress while sampling, on stderr (the first beat of each run is always shown, then one per 2 s)
+    assert "iteration" in res.stderr and "ln Z = " in res.stderr and "sampling: 2/2 runs done" in res.stderr
+    assert "iteration" not in res.stdout
     for name in ("summary.json", "summary.csv", "samples.csv", "corner.png"):
         assert (out_dir / name).stat().st_size > 0
     with db.session() as s:

@@ -51,18 +51,23 @@ def _kill_until_done(tmp_path, params, rng, max_kills=3):
     while True:
         with open(log_path, "ab") as log:
             proc = _worker(spec_path, out, ckpt, log)
-        if kills < max_kills:
-            if kills == 0:
-                _checkpoints_seen(proc, ckpt, int(rng.integers(0, 2)))
-            else:
-                _checkpoints_seen(proc, ckpt, int(rng.integers(1, 5)))
-            time.sleep(rng.uniform(0.0, 0.02))
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGKILL)
-                proc.wait()
-                kills += 1
-                continue
-        proc.wait(timeout=600)
+        with proc:  # always reaped; killed first if the test fails while it runs
+            try:
+                if kills < max_kills:
+                    if kills == 0:
+                        _checkpoints_seen(proc, ckpt, int(rng.integers(0, 2)))
+                    else:
+                        _checkpoints_seen(proc, ckpt, int(rng.integers(1, 5)))
+                    time.sleep(rng.uniform(0.0, 0.02))
+                    if proc.poll() is None:
+                        proc.send_signal(signal.SIGKILL)
+                        proc.wait()
+                        kills += 1
+                        continue
+                proc.wait(timeout=600)
+            except BaseException:
+                proc.kill()
+                raise
         assert proc.returncode == 0, log_path.read_text()
         return load_result(out), kills, ckpt
 

@@ -57,21 +57,29 @@ def run_fingerprint(loglike, prior, seed, options: dict) -> str:
 
 
 class _Progress:
-    """Non-decreasing progress reporting, rate-limited to one call per 0.5 s."""
+    """Non-decreasing progress reporting, rate-limited to one call per 0.5 s.
 
-    def __init__(self, callback):
+    ``callback(fraction)``; ``status(info)``, when given, gets the same beats with the sampler's own numbers
+    (``fraction`` and, for dynesty, ``iteration``, ``ncall``, ``log_z``; for emcee ``step``, ``nsteps``).
+    """
+
+    def __init__(self, callback, status=None):
         self.callback = callback
+        self.status = status
         self.best = 0.0
         self.last = -math.inf
 
-    def __call__(self, fraction: float, force: bool = False) -> None:
-        if self.callback is None:
+    def __call__(self, fraction: float, force: bool = False, **info) -> None:
+        if self.callback is None and self.status is None:
             return
         self.best = max(self.best, min(max(fraction, 0.0), 1.0))
         now = time.monotonic()
         if force or now - self.last >= 0.5:
             self.last = now
-            self.callback(self.best)
+            if self.callback is not None:
+                self.callback(self.best)
+            if self.status is not None:
+                self.status(dict(info, fraction=self.best))
 
 
 class _UnitCube:
@@ -147,14 +155,14 @@ class DynestyStrategy:
         return state["sampler"]
 
     def run(self, loglike, prior, seed, checkpoint_path=None, *, checkpoint_every_s=60.0,
-            on_progress=None, should_stop=None, meta=None) -> SamplerOutcome:
+            on_progress=None, should_stop=None, meta=None, on_status=None) -> SamplerOutcome:
         from dynesty.utils import compute_integrals
 
         fingerprint = run_fingerprint(loglike, prior, seed, self.options)
         resumed = checkpoint_path is not None and os.path.exists(checkpoint_path)
         sampler = (self._restore(checkpoint_path, fingerprint) if resumed
                    else self._new_sampler(loglike, prior, seed))
-        progress = _Progress(on_progress)
+        progress = _Progress(on_progress, on_status)
         dlogz = self.options["dlogz"]
         last_save = time.monotonic()
         stopped = False
@@ -164,7 +172,8 @@ class DynestyStrategy:
             # ln Lmax + ln X <= ln Z + ln(dlogz) (remaining evidence below the threshold).
             lmax = float(np.max(sampler.live_logl))
             target = min(res.logz + math.log(dlogz) - lmax, -1e-9)
-            progress(res.logvol / target if res.logz > -1e299 else 0.0)
+            progress(res.logvol / target if res.logz > -1e299 else 0.0, iteration=int(sampler.it),
+                     ncall=int(sampler.ncall), log_z=float(res.logz))
             if checkpoint_path is not None and should_stop is not None and should_stop():
                 self._save(checkpoint_path, sampler, fingerprint)
                 stopped = True
@@ -254,7 +263,7 @@ class EmceeStrategy:
                      rs_pos=np.int64(pos), rs_has_gauss=np.int64(has_gauss), rs_gauss=np.float64(gauss))
 
     def run(self, loglike, prior, seed, checkpoint_path=None, *, checkpoint_every_s=60.0,
-            on_progress=None, should_stop=None, meta=None) -> SamplerOutcome:
+            on_progress=None, should_stop=None, meta=None, on_status=None) -> SamplerOutcome:
         import emcee
 
         nw, nsteps, ndim = self.options["nwalkers"], self.options["nsteps"], prior.ndim
@@ -288,7 +297,7 @@ class EmceeStrategy:
             state = emcee.State(u0, random_state=rs)
             n_done = 0
         sampler.random_state = state.random_state
-        progress = _Progress(on_progress)
+        progress = _Progress(on_progress, on_status)
         last_save = time.monotonic()
         step = n_done
         if step < nsteps:
@@ -297,7 +306,7 @@ class EmceeStrategy:
                 chain_u[step] = st.coords
                 log_prob[step] = st.log_prob
                 step += 1
-                progress(step / nsteps)
+                progress(step / nsteps, step=step, nsteps=nsteps)
                 if checkpoint_path is None:
                     continue
                 if should_stop is not None and should_stop():

@@ -28,8 +28,10 @@ class TaskStopped(Exception):
 
 def run_ttv_task(spec_params: dict, seed: list[int], checkpoint_path=None, *,
                  checkpoint_every_s: float = 60.0, on_progress=None,
-                 should_stop=None) -> TTVRunResult:
-    """Run (or resume) one TTV sampling task; raises :class:`TaskStopped` when stopped."""
+                 should_stop=None, on_status=None) -> TTVRunResult:
+    """Run (or resume) one TTV sampling task; raises :class:`TaskStopped` when stopped.
+
+    ``on_progress(fraction)`` and ``on_status(info)``: see :class:`app.ttv.samplers._Progress`."""
     if not isinstance(spec_params, dict):
         raise ValueError(f"spec_params must be a table, got {type(spec_params).__name__}")
     unknown = sorted(set(spec_params) - set(_TASK_KEYS))
@@ -48,7 +50,7 @@ def run_ttv_task(spec_params: dict, seed: list[int], checkpoint_path=None, *,
             "n_obs": like.n_obs}
     outcome = strategy.run(like, like.prior, list(seed), checkpoint_path,
                            checkpoint_every_s=checkpoint_every_s, on_progress=on_progress,
-                           should_stop=should_stop, meta=meta)
+                           should_stop=should_stop, meta=meta, on_status=on_status)
     if outcome.status == "stopped":
         raise TaskStopped(f"checkpointed to {checkpoint_path} after {outcome.ncall} calls")
     result = outcome.result

@@ -19,6 +19,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 from sqlalchemy import func, select
 
+from app.ttv.summary import format_interval
 from server.core.db.models import Campaign, Posterior, Result, Stack, WorkUnit, utcnow
 
 PERTURBER = "pert"  # the name server.ttv.inference gives the perturbing planet
@@ -120,7 +121,12 @@ def run_campaign(app, campaign_id: int, *, executor=None, echo: Callable[[str], 
     from work_generator.generate import materialise
 
     with app.db.session() as session:
-        status = session.get(Campaign, campaign_id).status
+        campaign = session.get(Campaign, campaign_id)
+        if campaign is None:
+            raise CampaignError(f"no campaign with id {campaign_id}")
+        status = campaign.status
+    if status == "cancelled":
+        raise CampaignError(f"campaign {campaign_id} was cancelled; launch a new one")
     if status == "created":
         materialise(app, campaign_id, estimate=estimate)
     with app.db.session() as session:
@@ -242,6 +248,8 @@ def load_posterior(app, campaign_id: int) -> tuple[list[str], np.ndarray, dict]:
 
     rank = {name: n for n, name in MODEL_NAMES.items()}
     with app.db.session() as session:
+        if session.get(Campaign, campaign_id) is None:
+            raise CampaignError(f"no campaign with id {campaign_id}")
         rows = session.scalars(select(Posterior).where(Posterior.campaign_id == campaign_id,
                                                        Posterior.bin_index.is_(None))).all()
         row = max(rows, key=lambda r: rank.get(r.model, -1), default=None)
@@ -301,7 +309,15 @@ def export_posterior(app, campaign_id: int, fmt: str, path) -> None:
 
 
 def corner_plot(app, campaign_id: int, path) -> None:
+    """Corner plot of the campaign's perturber parameters, in the format of ``path``'s suffix (.png, .pdf, ...)."""
     import matplotlib
+
+    from server.core.plotformat import plot_format
+
+    try:
+        fmt = plot_format(path)
+    except ValueError as exc:
+        raise CampaignError(str(exc)) from None
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -325,7 +341,7 @@ def corner_plot(app, campaign_id: int, path) -> None:
                 ax.set_ylabel(names[ci], fontsize=8)
     fig.tight_layout()
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=90)
+    fig.savefig(buffer, format=fmt, dpi=90)
     plt.close(fig)
     from server.core.storage import atomic_write_bytes
 
@@ -365,5 +381,5 @@ def run_demo_campaign(app, *, echo: Callable[[str], None] = print) -> CampaignSt
     post = status.summary.get("posterior") or {}
     for name, med, lo, hi in zip(post.get("param_names", []), post.get("median", []), post.get("q16", []),
                                  post.get("q84", [])):
-        echo(f"    {name:<10} {med:.5g}  (68%: {lo:.5g} .. {hi:.5g})")
+        echo(f"    {name:<10} {format_interval(name, med, lo, hi)}")
     return status

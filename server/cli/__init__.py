@@ -17,7 +17,8 @@ from server.core.settings import SettingsError, load_settings
 from server.core.storage import StorageError
 
 # Role subgroups, each a module of this package defining one click command or group of the same name.
-ROLE_MODULES = ("config", "db", "pipeline", "sites", "serve", "store", "results", "ttv", "campaign", "boinc", "demo")
+ROLE_MODULES = ("config", "db", "pipeline", "sites", "target", "serve", "store", "results", "ttv", "campaign", "boinc",
+                "demo")
 
 DOMAIN_ERRORS = (SettingsError, DatabaseError, StorageError)
 

@@ -31,7 +31,8 @@ def campaign() -> None:
               help="Who runs the work units (default: the executor setting).")
 @click.option("--name", default=None, help="Campaign name (unique).")
 @click.option("--seed", type=int, default=None, help="Root seed (default: fresh entropy, recorded).")
-@click.option("--no-run", is_flag=True, help="Create the campaign only (a work-generator daemon runs it).")
+@click.option("--no-run", is_flag=True,
+              help="Create the campaign only (run it later with `openastro campaign run ID`, or a daemon does).")
 @click.option("--app-command", default=None, help="Local executor: the volunteer app to run (a frozen build).")
 @click.pass_obj
 def launch(app: OpenAstro, times, priors_path, bins, replicas, sampler, nlive, executor, name, seed, no_run,
@@ -58,8 +59,32 @@ def launch(app: OpenAstro, times, priors_path, bins, replicas, sampler, nlive, e
     click.echo(f"campaign {cid}: {len(config['bins'])} period bins, replicas {replicas}, "
                f"executor {executor or app.settings.executor}")
     if no_run:
+        click.echo(f"not run; start it with: openastro campaign run {cid}")
         return
     _run(app, cid, app_command)
+
+
+@campaign.command("run")
+@click.argument("campaign_id", type=int)
+@click.option("--app-command", default=None, help="Local executor: the volunteer app to run (a frozen build).")
+@click.pass_obj
+def run(app: OpenAstro, campaign_id: int, app_command) -> None:
+    """Run campaign CAMPAIGN_ID: one launched with --no-run, or one whose local run was interrupted (work units
+    already finished are kept; BOINC: submit its work units)."""
+    from server.boinc.campaigns import CampaignError, campaign_status
+
+    try:
+        st = campaign_status(app, campaign_id)
+        if st.status in ("done", "failed") and st.total and st.finished == st.total:
+            click.echo(f"campaign {campaign_id} has already finished")
+            _print_status(st)
+            return
+        if st.executor != "local" and st.status != "created":
+            raise CampaignError(f"campaign {campaign_id} was already submitted to BOINC ({st.status}); "
+                                f"follow it with `openastro campaign status {campaign_id} --follow`")
+        _run(app, campaign_id, app_command)
+    except CampaignError as exc:
+        raise click.ClickException(str(exc)) from None
 
 
 def _run(app, cid: int, app_command: str | None) -> None:
@@ -93,6 +118,8 @@ class _nullbar:
 
 
 def _print_status(st) -> None:
+    from app.ttv.summary import format_interval
+
     click.echo(f"campaign {st.id} '{st.name}' ({st.kind}, {st.executor}): {st.status}, "
                f"{st.finished}/{st.total} work units finished "
                + ", ".join(f"{k} {v}" for k, v in sorted(st.counts.items())))
@@ -105,7 +132,7 @@ def _print_status(st) -> None:
         post = st.summary.get("posterior")
         if post and post.get("median"):
             for name, med, lo, hi in zip(post["param_names"], post["median"], post["q16"], post["q84"]):
-                click.echo(f"  {name:<14} {med:.6g}  (68%: {lo:.6g} .. {hi:.6g})")
+                click.echo(f"  {name:<14} {format_interval(name, med, lo, hi)}")
     if st.invalid_results:
         click.echo(f"invalid results rejected by the validator: {st.invalid_results}")
     for err in st.errors:

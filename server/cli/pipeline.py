@@ -147,7 +147,7 @@ def stack(app: OpenAstro, target: str, band: str, executor: str | None, tile: in
     Frames without a WCS or calibration are refused with the reason. Reprojection runs as tile work units through
     the executor; with the local executor the stack is co-added before this command returns."""
     from server.boinc.campaigns import run_campaign
-    from server.pipeline.stacks import plan_stack, stack_outputs
+    from server.pipeline.stacks import export_stack, plan_stack
 
     app.db.require_current_schema()
     try:
@@ -171,6 +171,5 @@ def stack(app: OpenAstro, target: str, band: str, executor: str | None, tile: in
         progress = run_campaign(app, plan.campaign_id, on_progress=on_progress)
     if progress.error:
         raise click.ClickException(f"{progress.error} of {progress.total} tile work units failed")
-    out = stack_outputs(app, plan.campaign_id)
-    for kind, path in out["paths"].items():
+    for kind, path in export_stack(app, plan.campaign_id).items():
         click.echo(f"{kind:<12} {path}")

@@ -75,7 +75,8 @@ def lightcurve(app: OpenAstro, target: str, band: str, quantity: str, bin_days, 
 @click.option("--fap-method", type=click.Choice(["baluev", "bootstrap"]), default="baluev", show_default=True)
 @click.option("--n-bootstrap", type=int, default=1000, show_default=True)
 @click.option("--seed", type=int, default=None, help="Bootstrap seed (default: fresh entropy, printed).")
-@click.option("--plot", type=click.Path(dir_okay=False), default=None, help="Write a phase-folded PNG here.")
+@click.option("--plot", type=click.Path(dir_okay=False), default=None,
+              help="Write a phase-folded plot here (.png, .pdf, .svg, ...: the suffix picks the format).")
 @click.option("--save", is_flag=True, help="Store the spectrum and record a Periodogram row.")
 @click.pass_obj
 def periodogram(app: OpenAstro, target: str, band: str, quantity: str, bin_days, reject_sigma, min_period,
@@ -83,8 +84,12 @@ def periodogram(app: OpenAstro, target: str, band: str, quantity: str, bin_days,
     """Lomb-Scargle period search on TARGET's light curve in one band."""
     from server.timeseries.periodogram import lomb_scargle_result, plot_phase_folded
 
+    from server.core.plotformat import plot_format
+
     seed_seq = np.random.SeedSequence(seed)
     try:
+        if plot:
+            plot_format(plot)  # refuse an unknown suffix before the search
         lc = _load(app, target, band, quantity, bin_days, reject_sigma)
         res = lomb_scargle_result(
             lc.bjd_tdb, lc.value, lc.error, min_period=min_period, max_period=max_period,

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import time
 
 import click
 
@@ -78,6 +79,7 @@ def fit(app: OpenAstro, times_path: str, priors_path: str, out_dir, time_offset:
         sigma_unit: str, target, store: bool) -> None:
     """Posterior on a hidden perturber from the transit times in TIMES (CSV: [planet,] epoch,
     time, sigma), running every period bin locally."""
+    from app.ttv.summary import format_interval
     from server.timeseries.transit_times import load_transit_time_table
     from server.ttv.inference import (is_perturber_param, plan_tasks, run_ttv_inference,
                                       summary_dict, write_corner_png, write_summary_csv,
@@ -98,15 +100,12 @@ def fit(app: OpenAstro, times_path: str, priors_path: str, out_dir, time_offset:
            f"{dt.datetime.now(dt.timezone.utc):%Y%m%dT%H%M%S}"
     out_dir = out_dir or str(app.var_dir / "results" / name)
     os.makedirs(out_dir, exist_ok=True)
-    with click.progressbar(length=len(tasks), label="sampling", show_pos=True) as bar:
-        def progress(done, total, label):
-            bar.update(1)
-
-        try:
-            result = run_ttv_inference(data, cfg, progress=progress,
-                                       checkpoint_dir=os.path.join(out_dir, "checkpoints"))
-        except ValueError as exc:
-            raise click.ClickException(str(exc)) from None
+    reporter = SamplingReporter(len(tasks))
+    try:
+        result = run_ttv_inference(data, cfg, progress=reporter.task_done, status=reporter.beat,
+                                   checkpoint_dir=os.path.join(out_dir, "checkpoints"))
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
     write_summary_json(result, os.path.join(out_dir, "summary.json"))
     write_summary_csv(result, os.path.join(out_dir, "summary.csv"))
     with atomic_path(os.path.join(out_dir, "samples.csv")) as tmp:
@@ -125,7 +124,7 @@ def fit(app: OpenAstro, times_path: str, priors_path: str, out_dir, time_offset:
         click.echo(f"preferred: {mc['preferred_n_perturbers']} perturber(s)")
     for k, ci in result["credible_intervals"].items():
         if is_perturber_param(k):
-            click.echo(f"{k}: {ci['median']:.6g} (68%: {ci['68'][0]:.6g} .. {ci['68'][1]:.6g})")
+            click.echo(f"{k}: {format_interval(k, ci['median'], *ci['68'])}")
     for flag in result["flags"]:
         click.echo(f"warning: {flag}")
     click.echo(f"results in {out_dir}")
@@ -136,6 +135,42 @@ def fit(app: OpenAstro, times_path: str, priors_path: str, out_dir, time_offset:
             cid = store_ttv_result(session, app.store, target, name, result,
                                    summary_dict(result))
         click.echo(f"stored campaign {name} (id {cid})")
+
+
+class SamplingReporter:
+    """Progress of ``ttv fit`` on stderr: a line when a sampling run finishes, and at most one line every
+    ``every_s`` seconds while runs sample (run label, fraction done, iteration and ln Z for nested sampling)."""
+
+    def __init__(self, total: int, every_s: float = 2.0) -> None:
+        self.total, self.done, self.every_s = total, 0, every_s
+        self.last = -float("inf")
+        self.started = time.monotonic()
+
+    @staticmethod
+    def _label(label) -> str:
+        if isinstance(label, dict):
+            return ", ".join(f"{k} {v}" for k, v in label.items() if v is not None)
+        return str(label)
+
+    def task_done(self, done: int, total: int, label) -> None:
+        self.done = done
+        click.echo(f"sampling: {done}/{total} runs done ({self._label(label)} finished, "
+                   f"{time.monotonic() - self.started:.0f} s)", err=True)
+
+    def beat(self, label, info: dict) -> None:
+        now = time.monotonic()
+        if now - self.last < self.every_s:
+            return
+        self.last = now
+        parts = [f"{100.0 * info.get('fraction', 0.0):.0f}%"]
+        if "iteration" in info:
+            parts.append(f"iteration {info['iteration']}")
+        if "log_z" in info and info["log_z"] > -1e299:
+            parts.append(f"ln Z = {info['log_z']:.2f}")
+        if "step" in info:
+            parts.append(f"step {info['step']}/{info['nsteps']}")
+        click.echo(f"sampling: {self.done}/{self.total} runs done; {self._label(label)}: {', '.join(parts)} "
+                   f"({now - self.started:.0f} s)", err=True)
 
 
 @ttv.command("times-from-db")

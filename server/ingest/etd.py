@@ -156,6 +156,18 @@ def _row(values: dict[str, str], offset: float) -> dict[str, Any]:
     }
 
 
+def _check_coordinates(params: dict[str, str]) -> None:
+    """FormatError for a ``#ra=`` / ``#dec=`` that is not a possible coordinate (they convert HJD to BJD_TDB)."""
+    from server.ingest.targets import parse_dec, parse_ra
+
+    for key, parse in (("ra", parse_ra), ("dec", parse_dec)):
+        if params.get(key):
+            try:
+                parse(params[key])
+            except ValueError as exc:
+                raise FormatError(f"#{key}={params[key]!r}: {exc}") from None
+
+
 def parse_etd(text: str) -> ParsedTable:
     """Parse an ETD transit-time table (see the module docstring for accepted columns)."""
     lines = text.splitlines()
@@ -164,6 +176,7 @@ def parse_etd(text: str) -> ParsedTable:
         m = _PARAM.match(line)
         if m is not None and m.group(1).lower() in PARAMS:
             params[m.group(1).lower()] = m.group(2).strip()
+    _check_coordinates(params)
     found = find_header(lines)
     if found is None:
         raise FormatError("no header line naming an Epoch column and an HJD/BJD mid-time column")

@@ -338,7 +338,8 @@ def _photometry_rows(session, obs: Observation, table: ParsedTable, options: Ing
             else:
                 for line in group["line"][need_jd]:
                     errors.append(RowError(int(line), f"HJD date but no coordinates are known for {name!r}: "
-                                                      "create the target with coordinates first", ""))
+                                                      f"set them (openastro target set-coords {str(name)!r} RA DEC) "
+                                                      "and ingest the file again", ""))
         ok = ~np.isnan(jd)
         bjd = np.full(jd.shape, np.nan)
         if known and ok.any():

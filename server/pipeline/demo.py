@@ -183,7 +183,7 @@ def step_stack(app: OpenAstro, echo: Echo, n_frames: int) -> dict:
     from astropy.io import fits
 
     from server.boinc.campaigns import run_campaign
-    from server.pipeline.stacks import plan_stack, stack_outputs
+    from server.pipeline.stacks import export_stack, plan_stack, stack_outputs
 
     t0 = time.monotonic()
     plan = plan_stack(app, "V* Demo Ori", "V", executor="local", tile=512, max_frames=n_frames)
@@ -193,9 +193,10 @@ def step_stack(app: OpenAstro, echo: Echo, n_frames: int) -> dict:
     echo(f"    {plan.n_frames} frames -> {progress.done} tile work units (local executor, validated, assimilated) -> "
          f"{plan.grid_shape[1]}x{plan.grid_shape[0]} stack at {plan.pixel_scale_arcsec:.1f}\"/px, "
          f"max coverage {int(coverage.max())}, in {time.monotonic() - t0:.0f} s")
-    for kind, path in out["paths"].items():
+    files = export_stack(app, plan.campaign_id)
+    for kind, path in files.items():
         echo(f"    {kind:<12} {path}")
-    return {"campaign": plan.campaign_id, "max_coverage": int(coverage.max())}
+    return {"campaign": plan.campaign_id, "max_coverage": int(coverage.max()), "files": files}
 
 
 def run_demo(app: OpenAstro, *, quick: bool = False, echo: Echo = print) -> dict:
@@ -218,6 +219,6 @@ def run_demo(app: OpenAstro, *, quick: bool = False, echo: Echo = print) -> dict
     summary["ttv"] = step_ttv_campaign(app, echo)
     echo("[6] deep stack: calibrated frames -> reprojection tiles (local executor) -> co-add")
     summary["stack"] = step_stack(app, echo, size.n_stack)
-    echo("done: `openastro results posterior`, `openastro results lightcurve 'V* Demo Ori' --band V` and the "
-         "stack files above are the scientist's outputs")
+    echo(f"done: `openastro results posterior {summary['ttv']['campaign']}`, "
+         "`openastro results lightcurve 'V* Demo Ori' --band V` and the stack files above are the scientist's outputs")
     return summary

@@ -84,3 +84,23 @@ def stack_outputs(app: OpenAstro, campaign_id: int) -> dict:
         meta = dict(stack.meta or {})
     return {"keys": keys, "paths": {k: str(app.store.path(v)) for k, v in keys.items()},
             "frames_complete": meta.get("frames_complete"), "frames_failed": meta.get("frames_failed", [])}
+
+
+def export_stack(app: OpenAstro, campaign_id: int, directory=None) -> dict[str, str]:
+    """Copy a finished stack's FITS files out of the object store (where they are named by hash) to
+    ``<directory>/stack_<campaign>_<kind>.fits`` (default directory ``<var_dir>/results``); {kind: path}."""
+    import os
+    import shutil
+
+    from app.atomic import atomic_open
+
+    out = stack_outputs(app, campaign_id)
+    directory = os.fspath(directory if directory is not None else app.var_dir / "results")
+    os.makedirs(directory, exist_ok=True)
+    paths = {}
+    for kind, key in out["keys"].items():
+        path = os.path.join(directory, f"stack_{campaign_id}_{kind}.fits")
+        with app.store.open(key) as src, atomic_open(path) as dst:
+            shutil.copyfileobj(src, dst)
+        paths[kind] = path
+    return paths

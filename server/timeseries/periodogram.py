@@ -576,7 +576,11 @@ def lomb_scargle_batch(
 
 def plot_phase_folded(times, fluxes, errors, result: PeriodogramResult, path, *, title: str | None = None,
                       ylabel: str = "flux", invert_y: bool = False) -> str:
-    """Write a PNG of the light curve folded at ``result.best_period`` with the fitted model (atomic write)."""
+    """Write a plot of the light curve folded at ``result.best_period`` with the fitted model (atomic write), in
+    the format the suffix of ``path`` names (.png, .pdf, .svg, ...; ValueError for others)."""
+    from server.core.plotformat import plot_format
+
+    fmt = plot_format(path)
     from matplotlib.figure import Figure  # no pyplot: no global backend state, Agg renders the PNG
 
     t = np.asarray(times, dtype=float)
@@ -604,5 +608,5 @@ def plot_phase_folded(times, fluxes, errors, result: PeriodogramResult, path, *,
     fig.tight_layout()
 
     with atomic_open(path) as fh:
-        fig.savefig(fh, format="png")
+        fig.savefig(fh, format=fmt)
     return os.fspath(path)

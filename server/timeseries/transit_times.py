@@ -15,6 +15,7 @@ in days; fluxes normalised to 1 out of transit.
 """
 from __future__ import annotations
 
+import csv
 import math
 import os
 from dataclasses import dataclass
@@ -250,14 +251,13 @@ def load_transit_time_table(path_or_df, *, time_offset: float = 0.0, sigma_unit:
     ``sigma_unit``: "d", "min" or "s".  Duplicate epochs of one planet, NaN or non-positive
     sigmas raise ValueError; unsorted rows are sorted.
     """
+    where = "transit-time table"
     if isinstance(path_or_df, pd.DataFrame):
         df = path_or_df.copy()
     else:
-        path = os.fspath(path_or_df)
-        if not os.path.exists(path):
-            raise ValueError(f"transit-time table {path} does not exist")
-        df = pd.read_csv(path, sep=None, engine="python", comment="#")
-    lower = {c.lower().strip(): c for c in df.columns}
+        df = read_transit_time_file(path_or_df)
+        where = f"transit-time table {os.fspath(path_or_df)}"
+    lower = {str(c).lower().strip(): c for c in df.columns}
     cols = {}
     for name, aliases in _TABLE_ALIASES.items():
         for a in aliases:
@@ -266,7 +266,7 @@ def load_transit_time_table(path_or_df, *, time_offset: float = 0.0, sigma_unit:
                 break
     missing = [k for k in ("epoch", "t_obs", "sigma") if k not in cols]
     if missing:
-        raise ValueError(f"transit-time table needs columns {missing} (aliases "
+        raise ValueError(f"{where} needs columns {missing} (aliases "
                          f"{[_TABLE_ALIASES[m] for m in missing]}); has {list(df.columns)}")
     scale = {"d": 1.0, "min": 1.0 / 1440.0, "s": 1.0 / 86400.0}
     if sigma_unit not in scale:
@@ -277,16 +277,82 @@ def load_transit_time_table(path_or_df, *, time_offset: float = 0.0, sigma_unit:
         "epoch": pd.to_numeric(df[cols["epoch"]], errors="coerce"),
         "t_obs": pd.to_numeric(df[cols["t_obs"]], errors="coerce") + float(time_offset),
         "sigma": pd.to_numeric(df[cols["sigma"]], errors="coerce") * scale[sigma_unit]})
-    validate_ttv_table(out)
+    try:
+        validate_ttv_table(out)
+    except ValueError as exc:
+        rows = " (rows are line numbers)" if where != "transit-time table" else ""
+        raise ValueError(f"{where}{rows}: {exc}") from None
     out["epoch"] = out["epoch"].astype(np.int64)
     return out.sort_values(["planet", "epoch"]).reset_index(drop=True)
 
 
+MAX_TABLE_BYTES = 16 * 2**20
+MAX_EPOCH = 10_000_000  # |epoch| beyond this is a typo (10^7 orbits of even a 1-day planet is 27,000 years)
+
+
+def read_transit_time_file(path) -> pd.DataFrame:
+    """The rows of a transit-time text file as strings, indexed by 1-based line number.
+
+    UTF-8 text (a BOM is dropped); ``#`` starts a comment; the first non-comment line names the columns, which are
+    separated by commas, semicolons or tabs (the first of these the header contains), else by whitespace. Every
+    problem is a ValueError naming the file (and the line): missing, too large, binary, empty, header only, a row
+    with the wrong number of fields, duplicate column names.
+    """
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise ValueError(f"transit-time table {path} does not exist")
+    size = os.path.getsize(path)
+    if size > MAX_TABLE_BYTES:
+        raise ValueError(f"transit-time table {path} is {size} bytes, more than the {MAX_TABLE_BYTES} allowed")
+    with open(path, "rb") as fh:
+        data = fh.read(MAX_TABLE_BYTES + 1)
+    if b"\x00" in data:
+        raise ValueError(f"transit-time table {path} is binary (or UTF-16) content; save it as UTF-8 text")
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"transit-time table {path} is not UTF-8 text (byte {exc.start}); "
+                         "save it as UTF-8") from None
+    lines = [(n, ln.split("#", 1)[0]) for n, ln in enumerate(text.splitlines(), start=1)]
+    lines = [(n, ln) for n, ln in lines if ln.strip()]
+    if not lines:
+        raise ValueError(f"transit-time table {path} is empty: it needs a header row naming epoch, time and "
+                         "sigma columns, then one row per transit")
+    header_line, header = lines[0]
+    delim = next((d for d in (",", ";", "\t") if d in header), None)
+
+    def split(line: str) -> list[str]:
+        if delim is None:
+            return line.split()
+        return [f.strip() for f in next(csv.reader([line], delimiter=delim))]
+
+    names = split(header)
+    seen: set[str] = set()
+    for name in names:
+        key = name.lower().strip()
+        if key in seen:
+            raise ValueError(f"transit-time table {path} line {header_line}: column {name!r} appears twice")
+        seen.add(key)
+    if len(lines) == 1:
+        raise ValueError(f"transit-time table {path} has a header (line {header_line}) but no rows")
+    rows, index = [], []
+    for number, line in lines[1:]:
+        fields = split(line)
+        if len(fields) != len(names):
+            raise ValueError(f"transit-time table {path} line {number}: expected {len(names)} fields "
+                             f"({', '.join(names)[:200]}), found {len(fields)}")
+        rows.append(fields)
+        index.append(number)
+    return pd.DataFrame(rows, columns=names, index=index)
+
+
 def validate_ttv_table(df: pd.DataFrame) -> None:
-    """Raise ValueError for NaN times/epochs, non-integer epochs, bad sigmas, duplicates."""
+    """Raise ValueError for no rows, NaN times/epochs, non-integer or absurd epochs, bad sigmas, duplicates."""
     for col in ("planet", "epoch", "t_obs", "sigma"):
         if col not in df.columns:
             raise ValueError(f"transit times need column {col!r}; have {list(df.columns)}")
+    if len(df) == 0:
+        raise ValueError("no transit times: the table has no rows")
     bad = df.index[~np.isfinite(df["t_obs"].to_numpy(float))
                    | ~np.isfinite(df["epoch"].to_numpy(float))].tolist()
     if bad:
@@ -294,6 +360,10 @@ def validate_ttv_table(df: pd.DataFrame) -> None:
     ep = df["epoch"].to_numpy(float)
     if np.any(ep != np.rint(ep)):
         raise ValueError(f"epochs must be integers, got {ep[ep != np.rint(ep)][:5].tolist()}")
+    bad = df.index[np.abs(ep) > MAX_EPOCH].tolist()
+    if bad:
+        raise ValueError(f"rows {bad[:10]} have an epoch beyond +-{MAX_EPOCH}: "
+                         f"{df.loc[bad[:10], 'epoch'].tolist()}")
     sig = df["sigma"].to_numpy(float)
     bad = df.index[~(np.isfinite(sig) & (sig > 0))].tolist()
     if bad:

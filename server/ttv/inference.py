@@ -11,6 +11,7 @@ Every ``prior_config`` key is documented in docs/ttv.md (:data:`CONFIG_DEFAULTS`
 from __future__ import annotations
 
 import concurrent.futures as cf
+import contextlib
 import csv
 import json
 import math
@@ -312,21 +313,27 @@ def plan_tasks(ttv_data: pd.DataFrame, prior_config: dict) -> tuple[dict, list[d
     return cfg, tasks, bins
 
 
-def _run_one(task, checkpoint_dir):
+def _run_one(task, checkpoint_dir, status=None):
+    """One sampling task. ``status``: a callable or a queue (``put``) that gets ``(label, info)`` beats."""
     ckpt = None
     if checkpoint_dir is not None:
         b = "none" if task["bin"] is None else task["bin"].index
         ckpt = os.path.join(checkpoint_dir, f"ttv-m{task['model']}-b{b}-r{task['run']}.ckpt")
-    return run_ttv_task(task["spec"], task["seed"], ckpt, checkpoint_every_s=30.0)
+    on_status = None
+    if status is not None:
+        label = task["spec"]["label"]
+        send = status.put if hasattr(status, "put") else status
+
+        def on_status(info):
+            send((label, info))
+    return run_ttv_task(task["spec"], task["seed"], ckpt, checkpoint_every_s=30.0, on_status=on_status)
 
 
 def _intervals(samples: np.ndarray, names) -> dict:
-    out = {}
-    for k, n in enumerate(names):
-        q = np.percentile(samples[:, k], [2.5, 16, 50, 84, 97.5])
-        out[n] = {"median": float(q[2]), "68": [float(q[1]), float(q[3])],
-                  "95": [float(q[0]), float(q[4])]}
-    return out
+    """Median and 68/95% intervals per parameter; circular for angles (app.ttv.summary)."""
+    from app.ttv.summary import intervals
+
+    return intervals(samples, names)
 
 
 def _derived(samples: np.ndarray, names) -> tuple[np.ndarray, list[str]]:
@@ -350,26 +357,36 @@ def is_perturber_param(name: str) -> bool:
 
 
 def run_ttv_inference(ttv_data: pd.DataFrame, prior_config: dict, *, progress=None,
-                      checkpoint_dir: str | None = None) -> dict:
+                      checkpoint_dir: str | None = None, status=None) -> dict:
     """Posterior on a hidden perturber from transit times (see module docstring).
 
     ``ttv_data``: columns planet, epoch, t_obs (BJD_TDB days or a constant offset), sigma
-    (days).  ``progress(done_tasks, total_tasks, label)`` is called as tasks finish.
+    (days).  ``progress(done_tasks, total_tasks, label)`` is called as tasks finish;
+    ``status(label, info)`` about twice a second per running task while it samples (info: fraction
+    and the sampler's numbers, e.g. iteration and ln Z; see app.ttv.samplers._Progress).
     """
     cfg, tasks, bins = plan_tasks(ttv_data, prior_config)
     results = [None] * len(tasks)
     ncores = min(int(cfg["ncores"]), len(tasks))
     if ncores > 1:
         ctx = multiprocessing.get_context("spawn")
-        with cf.ProcessPoolExecutor(max_workers=ncores, mp_context=ctx) as pool:
-            futs = {pool.submit(_run_one, t, checkpoint_dir): i for i, t in enumerate(tasks)}
-            for n, fut in enumerate(cf.as_completed(futs), 1):
-                results[futs[fut]] = fut.result()
-                if progress:
-                    progress(n, len(tasks), tasks[futs[fut]]["spec"]["label"])
+        with ctx.Manager() if status else contextlib.nullcontext() as manager, \
+                cf.ProcessPoolExecutor(max_workers=ncores, mp_context=ctx) as pool:
+            queue = manager.Queue() if status else None
+            futs = {pool.submit(_run_one, t, checkpoint_dir, queue): i for i, t in enumerate(tasks)}
+            pending, n = set(futs), 0
+            while pending:
+                finished, pending = cf.wait(pending, timeout=0.5, return_when=cf.FIRST_COMPLETED)
+                while queue is not None and not queue.empty():
+                    status(*queue.get())
+                for fut in finished:
+                    n += 1
+                    results[futs[fut]] = fut.result()
+                    if progress:
+                        progress(n, len(tasks), tasks[futs[fut]]["spec"]["label"])
     else:
         for i, t in enumerate(tasks):
-            results[i] = _run_one(t, checkpoint_dir)
+            results[i] = _run_one(t, checkpoint_dir, (lambda beat: status(*beat)) if status else None)
             if progress:
                 progress(i + 1, len(tasks), t["spec"]["label"])
     rng = np.random.default_rng(np.random.SeedSequence(
@@ -482,7 +499,11 @@ def write_summary_csv(result: dict, path) -> None:
 
 
 def write_corner_png(result: dict, path, params=None, model=None) -> None:
-    """A corner plot (histograms + pairwise scatter) of the posterior samples."""
+    """A corner plot (histograms + pairwise scatter) of the posterior samples, in the format of ``path``'s
+    suffix (.png, .pdf, .svg, ...)."""
+    from server.core.plotformat import plot_format
+
+    fmt = plot_format(path)
     import matplotlib
 
     matplotlib.use("Agg")
@@ -513,6 +534,6 @@ def write_corner_png(result: dict, path, params=None, model=None) -> None:
     fig.tight_layout()
     try:
         with atomic_open(path) as fh:
-            fig.savefig(fh, format="png", dpi=80)
+            fig.savefig(fh, format=fmt, dpi=80)
     finally:
         plt.close(fig)
