@@ -82,3 +82,30 @@ def test_published_series_reproduce_the_published_period_with_oc_chi2_in_99_perc
     assert abs(eph.period - P_PUB) < 3 * math.hypot(math.sqrt(eph.cov[1][1]), P_ERR)
     dof = eph.n - 2
     assert chi2.ppf(0.005, dof) < eph.chi2 < chi2.ppf(0.995, dof), eph.chi2 / dof
+
+
+def test_times_command_fits_the_shape_and_writes_the_oc_png(tmp_path):
+    import json
+
+    from click.testing import CliRunner
+
+    from server.cli import main
+
+    lc_path = tmp_path / "tres2.csv"
+    _kepler_q1().to_csv(lc_path, index=False)
+    params = tmp_path / "p.json"
+    params.write_text(json.dumps(START))
+    png, out = tmp_path / "oc.png", tmp_path / "times.csv"
+    res = CliRunner().invoke(main, ["ttv", "times", str(lc_path), "--params", str(params), "--out", str(out),
+                                    "--plot", str(png)],
+                             env={"OPENASTRO_VAR_DIR": str(tmp_path / "var")}, catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    assert "14 transit times" in res.output and "fitted shape: rp/rs = 0.12" in res.output
+    assert "kepler_lc: reduced chi2" in res.output
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    table = pd.read_csv(out)
+    assert {"sigma_white", "beta", "partial", "chi2"} <= set(table.columns)
+    res = CliRunner().invoke(main, ["ttv", "times", str(lc_path), "--params", str(params), "--out", str(out),
+                                    "--given-shape"],
+                             env={"OPENASTRO_VAR_DIR": str(tmp_path / "var")}, catch_exceptions=False)
+    assert res.exit_code == 0 and "fitted shape" not in res.output

@@ -497,3 +497,36 @@ def validate_ttv_table(df: pd.DataFrame) -> None:
     dup = df.duplicated(["planet", "epoch"], keep=False)
     if dup.any():
         raise ValueError(f"duplicate epochs: {df.loc[dup, ['planet', 'epoch']].values.tolist()[:10]}")
+
+
+def write_oc_png(table: pd.DataFrame, path, title: str = "") -> None:
+    """O-C diagram (minutes, against the table's linear ephemeris) with 1-sigma error bars,
+    one colour per instrument combination; written atomically."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from app.atomic import atomic_path
+
+    ok = table[np.isfinite(table["t_obs"])]
+    if ok.empty:
+        raise ValueError("no measured transit times to plot")
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    groups = ok.groupby("instruments") if "instruments" in ok.columns else [("", ok)]
+    for name, g in groups:
+        ax.errorbar(g["epoch"], g["O_minus_C"] * 1440, yerr=g["sigma"] * 1440, fmt="o", ms=3,
+                    capsize=2, label=name or None)
+    ax.axhline(0, color="0.5", lw=0.8)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("O - C (min)")
+    eph = table.attrs.get("ephemeris")
+    if eph:
+        ax.set_title(title or f"P = {eph['period']:.7f} d, chi2 = {eph['chi2']:.1f} for "
+                              f"{eph['n'] - 2} dof", fontsize=9)
+    if "instruments" in ok.columns and ok["instruments"].nunique() > 1:
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=120)
+    plt.close(fig)
