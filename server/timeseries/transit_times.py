@@ -1,8 +1,11 @@
-"""Stage 7b: transit mid-times from a light curve, and published transit-time tables.
+"""Stage 7b: transit mid-times from light curves of one or several instruments, and published
+transit-time tables.
 
 Conventions: times are BJD_TDB in days (full Julian dates or a constant offset such as
 BJD_TDB - 2454833, as long as the light curve and ``transit_params['t0']`` agree); sigmas
-in days; fluxes normalised to 1 out of transit.
+in days; fluxes normalised to 1 out of transit.  By default the transit shape is fitted to all
+windows first (:mod:`server.timeseries.transit_shape`), then every window is timed with it;
+each sigma carries the time-averaged red-noise factor beta (Winn et al. 2008).
 
 ``transit_params`` keys (units):
   period (d), t0 (d, a reference mid-transit time), rp_rs, a_rs, inc (deg) or b (impact
@@ -11,7 +14,8 @@ in days; fluxes normalised to 1 out of transit.
   search (half-width of the coarse mid-time grid search in units of T14, 0.5),
   min_points (points per window, 10), min_coverage (fraction of the transit duration that
   must hold data on each side of the mid-time, 0.5), supersample (1) and exp_time (d,
-  needed when supersample > 1).
+  needed when supersample > 1), instruments ({name: {exp_time, supersample, dilution,
+  fit_dilution}} for the light curve's ``instrument`` column).
 """
 from __future__ import annotations
 
@@ -522,8 +526,9 @@ def write_oc_png(table: pd.DataFrame, path, title: str = "") -> None:
     ax.set_ylabel("O - C (min)")
     eph = table.attrs.get("ephemeris")
     if eph:
-        ax.set_title(title or f"P = {eph['period']:.7f} d, chi2 = {eph['chi2']:.1f} for "
-                              f"{eph['n'] - 2} dof", fontsize=9)
+        title = (f"{title}: " if title else "") + (f"P = {eph['period']:.7f} d, O-C chi2 = "
+                                                   f"{eph['chi2']:.1f} for {eph['n'] - 2} dof")
+    ax.set_title(title, fontsize=9)
     if "instruments" in ok.columns and ok["instruments"].nunique() > 1:
         ax.legend(fontsize=8)
     fig.tight_layout()
