@@ -201,7 +201,7 @@ def test_shape_posterior_with_emcee_agrees_with_least_squares_and_fits_dilution(
     assert dict(ls.dilution)["space"] == 0.0
 
 
-def test_limb_darkening_prior_pulls_u_to_the_prior():
+def test_limb_darkening_and_density_priors_pull_the_fit_to_them():
     rng = np.random.default_rng(8)
     lc = pd.concat(_space(rng, range(4), noise=1e-3), ignore_index=True)
     insts = parse_instruments({"default": {"exp_time": LONG, "supersample": 7}}, ["default"])
@@ -209,6 +209,11 @@ def test_limb_darkening_prior_pulls_u_to_the_prior():
     tight = fit_transit_shape(lc.drop(columns="instrument"), mids, period=3.0, start=START,
                               instruments=insts, ld_prior=((0.3, 0.1), (0.005, 0.005)))
     assert tight.u == pytest.approx((0.3, 0.1), abs=0.02)
+    rho = 3 * math.pi * 10.0 ** 3 / (6.674e-8 * (3.0 * 86400) ** 2)  # a/rs = 10 at P = 3 d
+    dense = fit_transit_shape(lc.drop(columns="instrument"), mids, period=3.0, start=START,
+                              instruments=insts, rho_prior=(rho, 0.001 * rho))
+    assert dense.a_rs == pytest.approx(10.0, rel=0.002)
+    assert dense.density == pytest.approx(rho, rel=0.003)
 
 
 def test_kipping_and_density_conversions():

@@ -334,7 +334,8 @@ def fit_transit_shape(light_curve: pd.DataFrame, mid_times: dict, *, period: flo
                          instruments, float(period), ld_prior, rho_prior)
     n_par = len(prob.names)
     if len(j) < 2 * wid + n_par + 1:
-        raise ValueError(f"{len(j)} points in {wid} windows cannot fit {n_par} shape parameters")
+        raise ValueError(f"{len(j)} points in {wid} windows cannot fit {n_par} shape parameters; "
+                         f"time with the given shape (fit_shape=False, CLI --given-shape)")
     x0 = _start_vector(start, prob)
     sol = least_squares(prob.residuals, x0, bounds=(prob.lower, prob.upper), x_scale="jac",
                         diff_step=1e-6)

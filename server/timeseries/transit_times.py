@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from server.timeseries.transit_shape import (TransitShape, batman_model, fit_transit_shape,
-                                             parse_instruments)
+                                             ingress_duration, parse_instruments)
 
 TIME_OFFSETS = {2400000.0: "JD - 2400000", 2400000.5: "MJD", 2450000.0: "JD - 2450000",
                 2454833.0: "BKJD (BJD - 2454833)", 2457000.0: "BTJD (BJD - 2457000)"}
@@ -240,9 +240,8 @@ def time_averaged_beta(residuals, n_bins, reduce: str = "max") -> float:
 
 
 def _noise_model(p, fits, instruments) -> dict:
-    """Per instrument: pooled reduced chi^2 and beta from the residuals of the ok windows."""
-    from server.timeseries.transit_shape import ingress_duration
-
+    """Per instrument: pooled reduced chi^2 (3 free parameters a window) and beta from the
+    residuals of the ok windows; beta over bins from half the ingress to half the transit."""
     tau = ingress_duration(p["period"], p["rp_rs"], p["a_rs"], p["b"])
     out = {}
     for name, inst in instruments.items():
@@ -252,10 +251,10 @@ def _noise_model(p, fits, instruments) -> dict:
             out[name] = {"chi2_red": 1.0, "beta": 1.0, "n_windows": len(res)}
             continue
         chi2_red = float(sum(np.sum(r ** 2) for r in res) / (n - 3 * len(res)))
-        cadence = float(np.median([np.median(np.diff(fit_t)) for fit_t in
-                                   (fit["t_by_inst"][name] for fit in fits
-                                    if fit["flag"] == "ok" and name in fit["t_by_inst"])
-                                   if len(fit_t) > 1] or [inst.exp_time or tau]))
+        times = [fit["t_by_inst"][name] for fit in fits
+                 if fit["flag"] == "ok" and name in fit["t_by_inst"]]
+        steps = [float(np.median(np.diff(x))) for x in times if len(x) > 1]
+        cadence = float(np.median(steps)) if steps else (inst.exp_time or tau)
         lo = max(2, int(round(0.5 * tau / cadence)))
         hi = max(lo, int(round(0.5 * p["t14"] / cadence)))
         n_bins = sorted(set(np.unique(np.geomspace(lo, hi, 6).round().astype(int)).tolist()))
