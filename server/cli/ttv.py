@@ -26,17 +26,28 @@ def ttv() -> None:
               help="Output CSV (default: <var_dir>/results/<lightcurve>_times.csv).")
 @click.option("--target", default=None, help="Store the times in the database under this target.")
 @click.option("--planet", default="b", show_default=True)
+@click.option("--fit-shape/--given-shape", default=True, show_default=True,
+              help="Fit rp/rs, a/rs, b and limb darkening to all windows before timing, or time "
+                   "with the shape in --params as given.")
+@click.option("--keep-partial", is_flag=True, help="Keep the mid-times of partially covered "
+              "transits (flag 'partial'; not stored in the database).")
+@click.option("--plot", "plot_path", type=click.Path(dir_okay=False), default=None,
+              help="Write the O-C diagram with error bars to this PNG.")
 @click.pass_obj
-def times(app: OpenAstro, lightcurve: str, params_path: str, out, target, planet: str) -> None:
-    """Fit mid-transit times in LIGHTCURVE (CSV with time [BJD_TDB d], flux, flux_err)."""
+def times(app: OpenAstro, lightcurve: str, params_path: str, out, target, planet: str,
+          fit_shape: bool, keep_partial: bool, plot_path) -> None:
+    """Fit mid-transit times in LIGHTCURVE (CSV with time [BJD_TDB d], flux, flux_err and
+    optionally instrument; per-instrument exposures go under `instruments` in --params)."""
     import pandas as pd
 
-    from server.timeseries.transit_times import extract_transit_times
+    from server.timeseries.transit_times import extract_transit_times, write_oc_png
 
     try:
         params = read_config_file(params_path)
         lc = pd.read_csv(lightcurve)
-        table = extract_transit_times(lc, params)
+        table = extract_transit_times(lc, params, fit_shape=fit_shape, keep_partial=keep_partial)
+        if plot_path:
+            write_oc_png(table, plot_path, title=os.path.basename(lightcurve))
     except ValueError as exc:
         raise click.ClickException(str(exc)) from None
     if out is None:
@@ -49,6 +60,16 @@ def times(app: OpenAstro, lightcurve: str, params_path: str, out, target, planet
     click.echo(f"{int(ok.sum())} transit times, {int((~ok).sum())} flagged windows -> {out}")
     for flag, n in table.loc[~ok, "flag"].value_counts().items():
         click.echo(f"  flagged {flag}: {n}")
+    shape = table.attrs.get("shape")
+    if shape:
+        err = shape["errors"]
+        click.echo(f"fitted shape: rp/rs = {shape['rp_rs']:.4f} +- {err['rp_rs']:.4f}, "
+                   f"a/rs = {shape['a_rs']:.3f} +- {err['a_rs']:.3f}, b = {shape['b']:.3f} +- "
+                   f"{err['b']:.3f}, u = [{shape['u'][0]:.3f}, {shape['u'][1]:.3f}]")
+    for name, noise in table.attrs.get("noise", {}).items():
+        click.echo(f"  {name}: reduced chi2 {noise['chi2_red']:.2f}, red-noise beta {noise['beta']:.2f}")
+    if plot_path:
+        click.echo(f"O-C diagram -> {plot_path}")
     eph = table.attrs.get("ephemeris")
     if eph:
         click.echo(f"linear ephemeris: t0 = {eph['t0']:.6f} +- {eph['cov'][0][0] ** 0.5:.6f} d, "
@@ -179,8 +200,11 @@ class SamplingReporter:
 @click.option("--params", "params_path", required=True, type=click.Path(exists=True, dir_okay=False),
               help="Transit parameters (JSON or TOML): period, t0 (BJD_TDB), rp_rs, a_rs, inc or b, u.")
 @click.option("--planet", default="b", show_default=True)
+@click.option("--fit-shape/--given-shape", default=True, show_default=True,
+              help="Fit the transit shape to all windows before timing, or use --params' shape.")
 @click.pass_obj
-def times_from_db(app: OpenAstro, target: str, band: str, params_path: str, planet: str) -> None:
+def times_from_db(app: OpenAstro, target: str, band: str, params_path: str, planet: str,
+                  fit_shape: bool) -> None:
     """Mid-transit times of TARGET from its photometry in the database, stored for TTV campaigns.
 
     The light curve (BJD_TDB, relative flux) is assembled from the calibrated and archival photometry, normalised
@@ -189,7 +213,8 @@ def times_from_db(app: OpenAstro, target: str, band: str, params_path: str, plan
 
     app.db.require_current_schema()
     try:
-        result = transit_times_from_db(app, target, band, read_config_file(params_path), planet=planet)
+        result = transit_times_from_db(app, target, band, read_config_file(params_path), planet=planet,
+                                       fit_shape=fit_shape)
     except ValueError as exc:
         raise click.ClickException(str(exc)) from None
     flagged = result.times[result.times["flag"] != "ok"]

@@ -31,7 +31,8 @@ class TransitHandoff:
 
 
 def light_curve_for_timing(lc, transit_params: dict) -> pd.DataFrame:
-    """``time``/``flux``/``flux_err`` normalised to the median flux outside the predicted transit windows."""
+    """``time``/``flux``/``flux_err`` normalised to the median flux outside the predicted transit windows, and
+    ``instrument`` = ``site-<site id>``."""
     t = np.asarray(lc.bjd_tdb, dtype=float)
     f = np.asarray(lc.value, dtype=float)
     e = np.asarray(lc.error, dtype=float)
@@ -42,14 +43,18 @@ def light_curve_for_timing(lc, transit_params: dict) -> pd.DataFrame:
     if out.sum() < 10:
         raise ValueError(f"only {int(out.sum())} out-of-transit points: cannot normalise the light curve")
     norm = float(np.median(f[out]))
-    return pd.DataFrame({"time": t, "flux": f / norm, "flux_err": e / norm})
+    # one instrument per site: each night of each site gets its own baseline in the timing fit
+    site = np.asarray(lc.site_id)
+    return pd.DataFrame({"time": t, "flux": f / norm, "flux_err": e / norm,
+                         "instrument": [f"site-{s}" for s in site]})
 
 
 def transit_times_from_db(app: OpenAstro, target_name: str, band: str, transit_params: dict, *,
-                          planet: str = "b", source: str = "pipeline") -> TransitHandoff:
+                          planet: str = "b", source: str = "pipeline", **options) -> TransitHandoff:
+    """``options`` go to ``extract_transit_times`` (``fit_shape``, ``keep_partial``, ...)."""
     with app.db.session() as s:
         lc = lightcurve_from_db(s, target_name, band, quantity="flux", reject_sigma=None)
-    times = extract_transit_times(light_curve_for_timing(lc, transit_params), transit_params)
+    times = extract_transit_times(light_curve_for_timing(lc, transit_params), transit_params, **options)
     with app.db.session() as s:
         # replace, not merge: a window flagged on this run must not keep an older measurement
         target = s.scalars(select(Target).where(Target.name == target_name)).one()
