@@ -116,6 +116,14 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("api_port", 8400, _port, "Port the upload API listens on."),
     Setting("checkpoint_period_s", 60.0, _positive_float, "Checkpoint period for local runs, seconds."),
     Setting("progress", True, _bool, "Show progress bars on long CLI work."),
+    Setting("broker_url", "", _optional_text,
+            "Celery broker for the pipeline queues (redis://host:port/db). Empty: tasks run in-process."),
+    Setting("queue_visibility_timeout_s", 3600.0, _positive_float,
+            "Seconds before a task taken by a worker that died unacknowledged is delivered again (Redis)."),
+    Setting("queue_max_deliveries", 3, _positive_int,
+            "Deliveries of one task (worker deaths included) before it is marked failed instead of run again."),
+    Setting("reactive", "auto", _choice("auto", "on", "off"),
+            "Run the pipeline when data is ingested: on, off, or auto (on when broker_url is set)."),
 )
 
 _BY_NAME = {s.name: s for s in SETTINGS}
