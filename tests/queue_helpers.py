@@ -46,9 +46,23 @@ class RedisServer:
             os.kill(self.pid, signal.SIGKILL)
         self.pid = None
 
-    def restart(self) -> None:
+    def restart(self, hard: bool = False) -> None:
+        """Stop Redis (SIGKILL when ``hard``: no shutdown save, only what the AOF already holds) and start it again
+        on the same port and data directory."""
+        if hard and self.pid is not None:
+            os.kill(self.pid, signal.SIGKILL)
+            wait_for(lambda: not _alive(self.pid), 10, "redis to die")
+            self.pid = None
         self.stop()
         self.start()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
 
 
 def worker_env(settings_values: dict) -> dict:

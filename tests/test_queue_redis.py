@@ -68,3 +68,97 @@ def test_worker_killed_mid_solve_is_redelivered_and_the_rows_exist_once(broker_a
         assert s.scalar(select(func.count()).select_from(Calibration).where(Calibration.observation_id == oid)) == 1
         assert s.get(Observation, oid).status == "calibrated"
     assert not r.hvals("openastro:failed")
+
+
+N_UPLOADS = 12  # frames per run here (2.5 s of solve + calibrate each); benchmarks/bench_queue.py runs 50
+
+
+def test_uploads_flow_through_the_fast_queue_while_a_long_task_holds_the_mcmc_worker(broker_app, tmp_path):
+    from server.queue.tasks import send
+
+    marker = tmp_path / "hold-finished"
+    paths = _frames(tmp_path, N_UPLOADS, seed0=100)
+    mcmc = {"queue": "mcmc", "env": broker_app.worker_env, "log": tmp_path / "mcmc.log"}
+    fast = {"queue": "pipeline_fast", "env": broker_app.worker_env, "log": tmp_path / "fast.log", "concurrency": 2}
+    r = ops.redis_client(broker_app.settings)
+    with workers(mcmc, fast) as (mcmc_worker, _):
+        send("hold", 600, str(marker))
+        wait_for(lambda: any(json.loads(v)["queue"] == "mcmc" for v in r.hvals("openastro:running")), 30,
+                 "the long task to start")
+        # what the upload API does per file: ingest_path, whose listener queues solve
+        ids = [ingest_path(broker_app, p, IngestOptions(target="Orion field")).observation_id for p in paths]
+
+        def calibrated():
+            with broker_app.db.session() as s:
+                return s.scalar(select(func.count()).select_from(Observation).where(
+                    Observation.id.in_(ids), Observation.status == "calibrated")) == len(ids)
+
+        wait_for(calibrated, 240, f"{len(ids)} uploads to be solved and calibrated")
+        # the long task is still running on its own worker, untouched
+        assert not marker.exists()
+        assert [json.loads(v)["name"] for v in r.hvals("openastro:running")] == ["openastro.hold"]
+        mcmc_worker.kill()
+    for oid in ids:
+        assert _stage_rows(broker_app, oid) == {"solve": ("ok", 1), "calibrate": ("ok", 1)}
+
+
+def test_queued_tasks_survive_a_redis_kill_and_all_run(broker_app, tmp_path, redis_server):
+    from server.queue.tasks import send
+
+    done = tmp_path / "done"
+    done.mkdir()
+    n = 20
+    for i in range(n):
+        send("hold", 0.1, str(done / f"{i}"))
+    r = ops.redis_client(broker_app.settings)
+    (status,) = ops.queue_status(broker_app.settings, ["mcmc"])
+    assert status.pending == n and status.oldest_waiting_s is not None
+    redis_server.restart(hard=True)  # SIGKILL: only the append-only file keeps the queue
+    r.connection_pool.disconnect()
+    assert ops.queue_status(broker_app.settings, ["mcmc"])[0].pending == n
+    mcmc = {"queue": "mcmc", "env": broker_app.worker_env, "log": tmp_path / "mcmc.log"}
+    with workers(mcmc):
+        wait_for(lambda: len(list(done.iterdir())) >= 5, 60, "the first tasks to run")
+        redis_server.restart(hard=True)  # again, mid-run: the worker reconnects and carries on
+        wait_for(lambda: len(list(done.iterdir())) == n, 90, "every queued task to run")
+    assert sorted(int(p.name) for p in done.iterdir()) == list(range(n))
+
+
+def test_a_permanent_error_is_marked_failed_not_retried_and_queue_retry_sends_it_again(broker_app, tmp_path):
+    from click.testing import CliRunner
+
+    from server.cli import main
+    from server.queue.tasks import send
+
+    bad = send("hold", -5)  # ValueError inside the task: permanent
+    env = {k: v for k, v in broker_app.worker_env.items() if k.startswith("OPENASTRO_")}
+    mcmc = {"queue": "mcmc", "env": broker_app.worker_env, "log": tmp_path / "mcmc.log"}
+    with workers(mcmc):
+        wait_for(lambda: ops.failed_tasks(broker_app.settings), 30, "the task to be marked failed")
+        out = CliRunner().invoke(main, ["queue", "status", "--failed"], env=env)
+        assert out.exit_code == 0, out.output
+        line = next(l for l in out.output.splitlines() if l.startswith("mcmc"))
+        assert line.split()[1:4] == ["0", "0", "1"], out.output
+        assert f"FAILED {bad.id} openastro.hold(-5,)" in out.output and "must be within 0-3600" in out.output
+        log = (tmp_path / "mcmc.log").read_text()
+        assert log.count("openastro.hold[" + bad.id + "] received") == 1  # never re-run by itself
+        out = CliRunner().invoke(main, ["queue", "retry", bad.id], env=env)
+        assert out.exit_code == 0 and "queued again as" in out.output, out.output
+        wait_for(lambda: len(ops.failed_tasks(broker_app.settings)) == 1
+                 and ops.failed_tasks(broker_app.settings)[0]["id"] != bad.id, 30, "the retried task to fail again")
+        out = CliRunner().invoke(main, ["queue", "retry", "no-such-id"], env=env)
+        assert out.exit_code == 1 and "no failed task with id 'no-such-id'" in out.output
+
+
+def test_a_message_delivered_too_often_is_marked_failed_instead_of_run(broker_app, tmp_path):
+    from server.queue.tasks import send
+
+    marker = tmp_path / "ran"
+    result = send("hold", 0, str(marker))
+    r = ops.redis_client(broker_app.settings)
+    # as if its worker had died on each of the allowed deliveries
+    r.set(f"openastro:deliveries:{result.id}:0", broker_app.settings.queue_max_deliveries)
+    with workers({"queue": "mcmc", "env": broker_app.worker_env, "log": tmp_path / "mcmc.log"}):
+        (failed,) = wait_for(lambda: ops.failed_tasks(broker_app.settings), 30, "the poison task to be failed")
+    assert failed["id"] == result.id and "delivered 4 times" in failed["error"]
+    assert not marker.exists()

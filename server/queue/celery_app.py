@@ -56,6 +56,9 @@ def configure(app: OpenAstro) -> Celery:
     broker = settings.broker_url or "memory://"
     if broker and not broker.startswith(("redis://", "rediss://", "memory://")):
         raise ValueError(f"broker_url {broker!r} is not a redis:// URL")
+    celery.close()  # drop pooled connections to a previously configured broker (and the producer pool on them)
+    if "amqp" in celery.__dict__:
+        celery.amqp._producer_pool = None
     celery.conf.update(
         broker_url=broker,
         result_backend=None,
