@@ -21,6 +21,7 @@ BENCHMARKS = {
     "coadd": "co-addition of N 4k frames vs chunked astropy sigma_clip",
     "ingest": "ingest throughput vs a plain file copy",
     "boinc": "work units generated per second; assimilation time per 100 results",
+    "queue": "tasks/s through Redis vs in-process (no-op, ingest); upload-to-photometry latency",
     "app": "frozen app size, start-up time, peak memory per task kind (needs --app)",
 }
 

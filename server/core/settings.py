@@ -118,8 +118,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("progress", True, _bool, "Show progress bars on long CLI work."),
     Setting("broker_url", "", _optional_text,
             "Celery broker for the pipeline queues (redis://host:port/db). Empty: tasks run in-process."),
-    Setting("queue_visibility_timeout_s", 3600.0, _positive_float,
-            "Seconds before a task taken by a worker that died unacknowledged is delivered again (Redis)."),
+    Setting("queue_visibility_timeout_s", 90000.0, _positive_float,
+            "Seconds before a task whose worker died unacknowledged is delivered again (Redis). Keep it above the "
+            "longest queue time limit (mcmc: 1 day), or a task still running is delivered a second time."),
     Setting("queue_max_deliveries", 3, _positive_int,
             "Deliveries of one task (worker deaths included) before it is marked failed instead of run again."),
     Setting("reactive", "auto", _choice("auto", "on", "off"),

@@ -31,7 +31,7 @@ QUEUES: dict[str, QueueSpec] = {q.name: q for q in (
     QueueSpec("pipeline_fast", 4, 300, 360, "ingest, plate solve, calibration"),
     QueueSpec("pipeline_slow", 2, 3600, 3900, "reprojection, co-addition"),
     QueueSpec("science_inference", 2, 1800, 2100, "light curves, Lomb-Scargle, transit timing"),
-    QueueSpec("mcmc", 1, 7 * 86400, 7 * 86400 + 600, "TTV inference, campaign replicas, BOINC submit/collect"),
+    QueueSpec("mcmc", 1, 86400 - 600, 86400, "TTV inference, campaign replicas, BOINC submit/collect"),
 )}
 
 celery = Celery("openastro", set_as_current=False)
@@ -44,6 +44,10 @@ def scaled_concurrency(queue: str, ncores: int) -> int:
     if queue not in QUEUES:
         raise ValueError(f"unknown queue {queue!r}; queues are {', '.join(QUEUES)}")
     return max(1, min(QUEUES[queue].concurrency, ncores))
+
+
+def longest_time_limit_s() -> int:
+    return max(q.time_limit_s for q in QUEUES.values())
 
 
 def embedded(settings: Settings) -> bool:
