@@ -56,19 +56,14 @@ class Services:
         log_path = self.tmp / f"worker-{queue}-{len(self.workers)}.log"
         log = open(log_path, "wb")
         proc = subprocess.Popen([sys.executable, "-m", "server.cli", "worker", "--queues", queue, "--concurrency",
-                                 str(concurrency), "--loglevel", "WARNING"], env=env, cwd=str(ROOT), stdout=log,
+                                 str(concurrency), "--loglevel", "INFO"], env=env, cwd=str(ROOT), stdout=log,
                                 stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
         self.workers.append((proc, log))
-        # ready when it has registered as a consumer of its queue (kombu's binding set for the queue)
-        import redis
-
-        r = redis.Redis.from_url(self.url)
         deadline = time.monotonic() + 60
-        while not any(queue.encode() in m for m in r.smembers("_kombu.binding." + queue) or [b""]):
+        while b" ready." not in log_path.read_bytes():  # celery's "celery@host ready." line
             if time.monotonic() > deadline or proc.poll() is not None:
                 raise RuntimeError(f"worker for {queue} did not start: {log_path.read_text()[-2000:]}")
             time.sleep(0.1)
-        time.sleep(1.0)  # consumer loop started
 
     def stop_workers(self) -> None:
         for proc, log in self.workers:

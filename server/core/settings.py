@@ -125,6 +125,9 @@ SETTINGS: tuple[Setting, ...] = (
             "Deliveries of one task (worker deaths included) before it is marked failed instead of run again."),
     Setting("reactive", "auto", _choice("auto", "on", "off"),
             "Run the pipeline when data is ingested: on, off, or auto (on when broker_url is set)."),
+    Setting("ttv_reinference", "on_new_transit", _choice("on_new_transit", "off"),
+            "When new transit times of a target with a stored TTV posterior arrive: re-run its inference "
+            "(warm-started, on the mcmc queue) or leave it to the operator. See server/ttv/reinfer.py for why."),
 )
 
 _BY_NAME = {s.name: s for s in SETTINGS}

@@ -1,7 +1,9 @@
 """The reactive pipeline: new data sets the stages going by itself.
 
 An ingested image (a CLI ingest, an upload through the API, an ``ingest`` task) queues ``solve``; a solved frame
-queues ``calibrate`` (see ``tasks``). With a broker the ingest returns as soon as the message is queued; embedded, the
+queues ``calibrate`` (see ``tasks``). An ingested transit-time table (ETD) queues ``ttv_reinfer`` on the mcmc queue
+for each target it added times to that has a stored posterior, by the ``ttv_reinference`` policy
+(``server/ttv/reinfer.py``). With a broker the ingest returns as soon as the message is queued; embedded, the
 chain runs in the ingesting process before it returns. ``reactive = auto`` (the default) attaches the pipeline only
 when a broker is set, so an embedded ``openastro pipeline ingest`` stays a quick step and ``pipeline process`` the
 explicit one, as in the README's demo.
@@ -18,10 +20,18 @@ def reactive_enabled(settings: Settings) -> bool:
 
 
 def on_ingested(result) -> None:
+    from server.queue.celery_app import current_app
     from server.queue.tasks import send
 
     if result.kind == "image":
         send("solve", int(result.observation_id))
+    elif result.kind == "transit_times" and current_app().settings.ttv_reinference == "on_new_transit":
+        from server.ttv.reinfer import latest_posterior, targets_of_observation
+
+        app = current_app()
+        for name in targets_of_observation(app, int(result.observation_id)):
+            if latest_posterior(app, name) is not None:
+                send("ttv_reinfer", name)
 
 
 def attach(app: OpenAstro) -> None:

@@ -142,6 +142,18 @@ def run_campaign(campaign_id: int) -> dict:
             "error": progress.error}
 
 
+@_task("ttv_reinfer", "mcmc")
+def ttv_reinfer(target_name: str) -> dict | None:
+    """Re-run a target's TTV inference on its current transit times, warm-started from its newest posterior
+    (nothing when that posterior already used these data, so re-delivery and duplicate triggers are free)."""
+    from server.ttv.reinfer import reinfer
+
+    out = reinfer(current_app(), str(target_name))
+    if out is None:
+        return None
+    return {k: out[k] for k in ("campaign_id", "data_sha256", "n_transits", "warm_started_from", "likelihood_calls")}
+
+
 @_task("hold", "mcmc")
 def hold(seconds: float, marker: str | None = None) -> float:
     """Occupies a worker for ``seconds`` (at most one hour): the operator's check that a long job on one queue leaves
