@@ -184,6 +184,8 @@ def bench_latency(tmp: Path, services: Services) -> dict:
     values = {"var_dir": str(tmp / "latency-redis"), "broker_url": services.url}
     app = _app(tmp / "latency-redis", broker_url=services.url)
     services.worker("pipeline_fast", values)
+    warm = ingest_path(app, _synthetic_frames(tmp / "warm-redis", 1, 2)[0], IngestOptions()).observation_id
+    _wait(lambda: _calibrated(app, [warm]))  # the worker process has loaded the catalog and the solver's indexes
     t0 = time.perf_counter()
     oid = ingest_path(app, b, IngestOptions(target="Orion field")).observation_id
     upload_s = time.perf_counter() - t0

@@ -35,8 +35,9 @@ def status(app: OpenAstro, show_failed: bool) -> None:
     from server.queue.celery_app import QUEUES
     from server.queue.ops import failed_tasks, queue_status
 
+    rows = queue_status(app.settings, list(QUEUES))
     click.echo(f"{'queue':<18} {'pending':>8} {'running':>8} {'failed':>7} {'oldest waiting':>15}")
-    for row in queue_status(app.settings, list(QUEUES)):
+    for row in rows:
         oldest = "-" if row.oldest_waiting_s is None else f"{row.oldest_waiting_s:.0f} s"
         click.echo(f"{row.queue:<18} {row.pending:>8} {row.running:>8} {row.failed:>7} {oldest:>15}")
     if show_failed:

@@ -34,12 +34,17 @@ def redis_client(settings: Settings):
     return client
 
 
-def count_delivery(settings: Settings, task_id: str, retry: int) -> int:
+def begin(settings: Settings, task_id: str, retry: int, name: str, queue: str) -> int:
+    """Count this start of the message and mark the task running (one round trip); returns the start count."""
+    import os
+    import socket
+
     key = f"{PREFIX}deliveries:{task_id}:{retry}"
-    r = redis_client(settings)
-    n = int(r.incr(key))
-    r.expire(key, DELIVERY_TTL_S)
-    return n
+    record = {"id": task_id, "name": name, "queue": queue, "started_at": time.time(),
+              "host": socket.gethostname(), "pid": os.getpid()}
+    pipe = redis_client(settings).pipeline(transaction=False)
+    pipe.incr(key).expire(key, DELIVERY_TTL_S).hset(f"{PREFIX}running", task_id, json.dumps(record))
+    return int(pipe.execute()[0])
 
 
 def record_failure(settings: Settings, task_id: str, name: str, args: list, kwargs: dict, queue: str,
@@ -49,15 +54,6 @@ def record_failure(settings: Settings, task_id: str, name: str, args: list, kwar
     r = redis_client(settings)
     r.hset(f"{PREFIX}failed", task_id, json.dumps(record, default=str))
     r.hdel(f"{PREFIX}running", task_id)
-
-
-def mark_running(settings: Settings, task_id: str, name: str, queue: str) -> None:
-    import os
-    import socket
-
-    record = {"id": task_id, "name": name, "queue": queue, "started_at": time.time(),
-              "host": socket.gethostname(), "pid": os.getpid()}
-    redis_client(settings).hset(f"{PREFIX}running", task_id, json.dumps(record))
 
 
 def mark_done(settings: Settings, task_id: str) -> None:

@@ -15,7 +15,7 @@ import os
 import time
 
 from celery import Task
-from celery.signals import before_task_publish, task_postrun, task_prerun
+from celery.signals import before_task_publish, task_postrun
 from sqlalchemy.exc import InterfaceError, OperationalError
 
 from server.core.db import DatabaseError
@@ -47,7 +47,7 @@ class StageTask(Task):
         request = self.request
         if not request.is_eager and request.id:
             app = current_app()
-            n = ops.count_delivery(app.settings, request.id, request.retries or 0)
+            n = ops.begin(app.settings, request.id, request.retries or 0, self.name, self.queue_name)
             if n > app.settings.queue_max_deliveries:
                 ops.record_failure(app.settings, request.id, self.name, list(args), dict(kwargs), self.queue_name,
                                    f"delivered {n} times without finishing (its worker died each time)")
@@ -179,12 +179,6 @@ def retry_failed(settings, task_id: str) -> str:
 def _stamp_enqueued(headers=None, **_):
     if headers is not None:
         headers.setdefault("enqueued_at", time.time())
-
-
-@task_prerun.connect
-def _mark_running(task_id=None, task=None, args=None, kwargs=None, **_):
-    if isinstance(task, StageTask) and not task.request.is_eager:
-        ops.mark_running(current_app().settings, task_id, task.name, task.queue_name)
 
 
 @task_postrun.connect
