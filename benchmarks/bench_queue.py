@@ -79,11 +79,15 @@ class Services:
 
 
 def _app(var: Path, **values) -> OpenAstro:
-    from server.queue.reactive import attach
+    """The benchmark's own process, set up as the CLI does: queue configured, reactive pipeline by its setting."""
+    from server.queue.celery_app import configure
+    from server.queue.reactive import attach, reactive_enabled
 
     app = OpenAstro(load_settings(env={}, overrides={"var_dir": str(var), "progress": False, **values}))
     app.db.upgrade()
-    attach(app)
+    configure(app)
+    if reactive_enabled(app.settings):
+        attach(app)
     return app
 
 
