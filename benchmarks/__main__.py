@@ -22,6 +22,7 @@ BENCHMARKS = {
     "ingest": "ingest throughput vs a plain file copy",
     "store": "object store put/read, local vs an S3 server (100 frames); RICE ratio and speed vs gzip",
     "boinc": "work units generated per second; assimilation time per 100 results",
+    "queue": "tasks/s through Redis vs in-process (no-op, ingest); upload-to-photometry latency",
     "app": "frozen app size, start-up time, peak memory per task kind (needs --app)",
 }
 

@@ -83,3 +83,16 @@ def any_db(any_db_url):
     db = Database(any_db_url)
     yield db
     db.engine.dispose()
+
+
+@pytest.fixture
+def redis_server(tmp_path):
+    """A private Redis (scripts/redis_test_server.sh: 127.0.0.1, free port, AOF with fsync always), stopped by PID."""
+    from queue_helpers import RedisServer
+
+    server = RedisServer(tmp_path / "redis")
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()

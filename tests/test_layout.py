@@ -31,6 +31,7 @@ LAYERS: dict[str, int] = {
     "server.boinc": 7,
     "server.web": 8,
     "server.pipeline": 9,
+    "server.queue": 10,         # Celery tasks over the stage runner, campaigns and ingest
     "server.stages": 10,
     "server.cli": 11,
 }

@@ -18,7 +18,7 @@ from server.core.storage import StorageError
 
 # Role subgroups, each a module of this package defining one click command or group of the same name.
 ROLE_MODULES = ("config", "db", "pipeline", "sites", "target", "serve", "store", "results", "ttv", "campaign", "boinc",
-                "demo")
+                "demo", "worker", "queue")
 
 DOMAIN_ERRORS = (SettingsError, DatabaseError, StorageError)
 
@@ -49,6 +49,12 @@ def main(ctx: click.Context, config_path: str | None) -> None:
     except SettingsError as exc:
         raise click.ClickException(str(exc)) from None
     ctx.obj = OpenAstro(settings)
+    from server.queue.reactive import reactive_enabled
+
+    if reactive_enabled(settings):  # new data sets the pipeline going (docs/queue.md)
+        from server.queue.reactive import attach
+
+        attach(ctx.obj)
 
 
 def _register() -> None:

@@ -92,6 +92,14 @@ def _run(app, cid: int, app_command: str | None) -> None:
     from server.boinc.executors import LocalExecutor
 
     status = campaign_status(app, cid)
+    if app.settings.broker_url and app_command is None:  # a worker of the mcmc queue runs it (docs/queue.md)
+        from server.queue.reactive import attach
+        from server.queue.tasks import send
+
+        attach(app)
+        click.echo(f"queued on mcmc as task {send('run_campaign', cid).id}: follow with `openastro campaign "
+                   f"status {cid}`")
+        return
     if status.executor == "local":
         executor = LocalExecutor(app, app_command=[app_command] if app_command else None, echo=click.echo)
         show = app.settings.progress

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 from functools import cached_property
+from typing import Any, Callable
 
 from server.core.db import Database
 from server.core.settings import Settings, load_settings
@@ -18,6 +19,18 @@ log = logging.getLogger("openastro")
 class OpenAstro:
     def __init__(self, settings: Settings | None = None) -> None:
         self.settings = settings if settings is not None else load_settings()
+        # Called with each IngestResult that created an observation (the reactive pipeline subscribes here).
+        self.ingest_listeners: list[Callable[[Any], None]] = []
+
+    def notify_ingested(self, result: Any) -> None:
+        """Pass a new observation to the listeners. A listener's failure (say, the broker is down) is logged, not
+        raised: the observation is stored, and `openastro pipeline process` picks up what was not queued."""
+        for listener in list(self.ingest_listeners):
+            try:
+                listener(result)
+            except Exception:  # noqa: BLE001 - the ingest itself succeeded; a lost trigger is recoverable
+                logging.getLogger("openastro.ingest").exception(
+                    "ingest listener %r failed for observation %s", listener, getattr(result, "observation_id", "?"))
 
     @cached_property
     def db(self) -> Database:

@@ -174,6 +174,18 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("api_port", 8400, _port, "Port the upload API listens on."),
     Setting("checkpoint_period_s", 60.0, _positive_float, "Checkpoint period for local runs, seconds."),
     Setting("progress", True, _bool, "Show progress bars on long CLI work."),
+    Setting("broker_url", "", _optional_text,
+            "Celery broker for the pipeline queues (redis://host:port/db). Empty: tasks run in-process."),
+    Setting("queue_visibility_timeout_s", 90000.0, _positive_float,
+            "Seconds before a task whose worker died unacknowledged is delivered again (Redis). Keep it above the "
+            "longest queue time limit (mcmc: 1 day), or a task still running is delivered a second time."),
+    Setting("queue_max_deliveries", 3, _positive_int,
+            "Deliveries of one task (worker deaths included) before it is marked failed instead of run again."),
+    Setting("reactive", "auto", _choice("auto", "on", "off"),
+            "Run the pipeline when data is ingested: on, off, or auto (on when broker_url is set)."),
+    Setting("ttv_reinference", "on_new_transit", _choice("on_new_transit", "off"),
+            "When new transit times of a target with a stored TTV posterior arrive: re-run its inference "
+            "(warm-started, on the mcmc queue) or leave it to the operator. See server/ttv/reinfer.py for why."),
 )
 
 _BY_NAME = {s.name: s for s in SETTINGS}

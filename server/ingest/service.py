@@ -545,6 +545,13 @@ def _discard(app, stored: StoredObject, extras: list[StoredObject] = ()) -> None
                 pass  # left as an orphan: `openastro store check --repair` removes it
 
 
+def _announce(app, result: IngestResult) -> IngestResult:
+    """Tell the application's ingest listeners (the reactive pipeline) about a newly created observation."""
+    if result.created and hasattr(app, "notify_ingested"):
+        app.notify_ingested(result)
+    return result
+
+
 def ingest_path(app, path: str | os.PathLike[str], options: IngestOptions | None = None, *,
                 sha256: str | None = None) -> IngestResult:
     """Ingest one file (see the module docstring). IngestError (a ValueError) when it cannot be ingested.
@@ -621,7 +628,7 @@ def _ingest(app, path: Path, options: IngestOptions, sha256: str | None) -> Inge
             extras.append(records)
         for attempt in range(3):
             try:
-                return _write(app, prepared, stored, options, astrometry)
+                return _announce(app, _write(app, prepared, stored, options, astrometry))
             except IntegrityError:
                 found = find_observation(app, sha)
                 if found is not None:

@@ -347,3 +347,8 @@ class Posterior(Base):
     storage_key: Mapped[Optional[str]] = mapped_column(String(255))
     summary: Mapped[Optional[dict[str, Any]]] = mapped_column(JSON)
     updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+    # which data the posterior used (server/ttv/reinfer.py): SHA-256 of its transit-time table, the rows' ids,
+    # and the posterior it was warm-started from (NULL: a cold run)
+    data_sha256: Mapped[Optional[str]] = mapped_column(String(64), index=True)
+    transit_time_ids: Mapped[Optional[list[int]]] = mapped_column(JSON)
+    warm_started_from: Mapped[Optional[int]] = mapped_column(Integer)
