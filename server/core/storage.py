@@ -192,17 +192,7 @@ class LocalObjectStore:
 
     def copy_to(self, key: str, dest: str | os.PathLike[str]) -> Path:
         """Copy an object out to ``dest`` atomically (temp + rename)."""
-        dest = Path(dest)
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        fd, name = tempfile.mkstemp(dir=dest.parent, prefix=".copy-")
-        try:
-            with os.fdopen(fd, "wb") as out, self.open(key) as src:
-                shutil.copyfileobj(src, out, CHUNK)
-            os.replace(name, dest)
-        except BaseException:
-            Path(name).unlink(missing_ok=True)
-            raise
-        return dest
+        return copy_object(self, key, dest)
 
     def keys(self) -> Iterator[str]:
         base = self.root / "sha256"
@@ -230,6 +220,21 @@ class LocalObjectStore:
     def clean_temp(self, grace_s: float = 0.0) -> int:
         """Remove temp files left by crashed writers (see :func:`remove_stale_temp`); how many were removed."""
         return remove_stale_temp(self.root / "tmp", grace_s)
+
+
+def copy_object(store: ObjectStore, key: str, dest: str | os.PathLike[str]) -> Path:
+    """Copy an object of ``store`` out to ``dest`` atomically (temp file beside it + rename)."""
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(dir=dest.parent, prefix=".copy-")
+    try:
+        with os.fdopen(fd, "wb") as out, store.open(key) as src:
+            shutil.copyfileobj(src, out, CHUNK)
+        os.replace(name, dest)
+    except BaseException:
+        Path(name).unlink(missing_ok=True)
+        raise
+    return dest
 
 
 def remove_stale_temp(tmp_dir: Path, grace_s: float = 0.0, prefixes: tuple[str, ...] = (TEMP_PREFIX,)) -> int:

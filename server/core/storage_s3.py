@@ -29,8 +29,6 @@ import functools
 import hashlib
 import io
 import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any, BinaryIO, Callable, Iterator
 
@@ -396,17 +394,9 @@ class S3ObjectStore:
 
     def copy_to(self, key: str, dest: str | os.PathLike[str]) -> Path:
         """Copy an object out to ``dest`` atomically (temp + rename)."""
-        dest = Path(dest)
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        fd, name = tempfile.mkstemp(dir=dest.parent, prefix=".copy-")
-        try:
-            with os.fdopen(fd, "wb") as out, self.open(key) as src:
-                shutil.copyfileobj(src, out, CHUNK)
-            os.replace(name, dest)
-        except BaseException:
-            Path(name).unlink(missing_ok=True)
-            raise
-        return dest
+        from server.core.storage import copy_object
+
+        return copy_object(self, key, dest)
 
     def presigned_url(self, key: str, expires_s: int = 3600) -> str:
         """A time-limited HTTP GET URL for the object: a worker without S3 credentials downloads it directly
