@@ -100,3 +100,23 @@ def test_sparse_band_is_left_out_with_a_warning_and_bad_input_is_an_error():
         multiband_periodogram(s.times[:4], s.mags[:4], s.errors[:4], s.bands[:4], min_period=0.2)
     with pytest.raises(TypeError, match="explicit numpy Generator"):
         multiband_periodogram(s.times, s.mags, s.errors, s.bands, min_period=0.2, fap_method="bootstrap")
+
+
+def test_published_stripe82_periods_are_reproduced_by_the_multiband_search():
+    """24 SDSS Stripe 82 RR Lyrae (Sesar et al. 2010; tests/data/realdata/sesar2010_rrlyrae/README.md), all five
+    bands, 3 terms per band, periods 0.2-1.2 d.  Measured: 22 of 24 within 0.1% of the published period (the two
+    misses are aliases); single-band g finds 19 (1 term) and 23 (3 terms).  Asserted: >= 21 of 24 (87.5%)."""
+    import os
+
+    import pandas as pd
+
+    folder = os.path.join(os.path.dirname(__file__), "data", "realdata", "sesar2010_rrlyrae")
+    published = pd.read_csv(os.path.join(folder, "periods.csv"))
+    hits = 0
+    for star in published.itertuples():
+        lc = pd.read_csv(os.path.join(folder, f"{star.Num}.csv"))
+        res = multiband_periodogram(lc.time, lc.mag, lc.magerr, lc.band, min_period=0.2, max_period=1.2,
+                                    nterms=3, fap_method="none")
+        hits += abs(res.best_period / star.Per - 1) < 1e-3
+    assert len(published) == 24 and hits >= 21
+

@@ -191,3 +191,13 @@ def test_wide_prior_kepler88_like_dynesty_run_finishes_and_recovers_the_perturbe
     for k, name in enumerate(result.param_names):
         mean, sd = post[:, k].mean(), post[:, k].std()
         assert abs(mean - s.truth[name]) < 3 * sd, (name, mean, sd, s.truth[name])
+
+
+def test_inference_summary_reports_the_likelihood_diagnostics_of_each_model():
+    from server.ttv.inference import run_ttv_inference, summary_dict
+    from _ttv_wide import WIDE, wide_system, wide_table
+
+    res = run_ttv_inference(wide_table(wide_system(n_transits=20)),
+                            dict(WIDE, models=[0], nlive=10, dlogz=5.0))
+    diag = summary_dict(res)["models"]["0"]["likelihood_diagnostics"]
+    assert diag["calls"] > 100 and set(diag["rejected"]) == set(REJECTIONS)

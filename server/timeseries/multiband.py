@@ -29,7 +29,9 @@ False-alarm probability (probability that noise alone gives a peak this high any
     times, the grid maximum of each; ``FAP = (1 + #{max >= Z}) / (n_bootstrap + 1)``.
     ``'none'``: NaN.
 
-Bands with fewer than ``2 nterms + 3`` points are left out with a warning (``sparse_band``).
+Bands with fewer than ``2 nterms + 3`` points are left out with a warning (``sparse_band``).  With ``nterms > 1``
+a ``subharmonic`` warning says when the model at ``P / k`` (k <= nterms) reaches >= 0.98 of the best power (a
+K-term model of a near-sinusoid peaks at P and 2P alike), as in the single-band search.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ import numpy as np
 from scipy import optimize, special
 
 from server.timeseries.periodogram import (
+    SUBHARMONIC_POWER_RATIO,
     Engine,
     FrequencyGrid,
     PeriodogramWarning,
@@ -274,6 +277,18 @@ def multiband_periodogram(
                 "smaller"))
     else:
         fap = float("nan")
+    for mult in range(2, nterms + 1):  # as in the single-band search: a K-term model at P also fits P/k
+        f_k = mult * best_f
+        if f_k > grid.fmax:
+            break
+        opt_k = optimize.minimize_scalar(lambda f: _total_chi2(data, t_ref, f, nterms),
+                                         bounds=(f_k - grid.df, f_k + grid.df), method="bounded",
+                                         options={"xatol": grid.df * 1e-4})
+        power_k = 1.0 - float(opt_k.fun) / ref_total
+        if power_k >= SUBHARMONIC_POWER_RATIO * best_power:
+            warns.append(PeriodogramWarning(
+                "subharmonic", f"period {1 / float(opt_k.x):.6g} d (= best / {mult}) fits nearly as well (power "
+                f"{power_k:.4f} vs {best_power:.4f}): the signal may have that period"))
     if unit_weights:
         warns.append(PeriodogramWarning("unit_weights", "no uncertainties given: unit weights"))
     for arr in (freq, power):
