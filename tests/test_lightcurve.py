@@ -279,3 +279,19 @@ def test_cli_reports_missing_target_as_one_line(tmp_path):
     res = _cli(["results", "lightcurve", "Nobody", "--band", "V"], var)
     assert res.exit_code == 1
     assert res.output.strip() == "Error: no target named 'Nobody' in the database"
+
+
+def test_cli_periodogram_of_a_target_with_two_bands_is_one_multiband_search(tmp_path):
+    var = tmp_path / "var"
+    assert _cli(["db", "upgrade"], var).exit_code == 0
+    populate(Database(f"sqlite:///{var / 'openastro.db'}"), multisite_table(nights=15, bands=("V", "R")))
+    res = _cli(["results", "periodogram", "V1234 Her", "--min-period", "0.1"], var)  # no --band: every band
+    assert res.exit_code == 0, res.output
+    assert "multi-band (R " in res.output and ", V " in res.output
+    line = next(l for l in res.output.splitlines() if l.startswith("best period"))
+    period, err = float(line.split()[2]), float(line.split()[4])
+    assert abs(period - PERIOD) < 3 * err and "(analytic)" in line
+    one = _cli(["results", "periodogram", "V1234 Her", "--band", "V", "--min-period", "0.1"], var)
+    assert "multi-band" not in one.output and one.exit_code == 0
+    refused = _cli(["results", "periodogram", "V1234 Her", "--min-period", "0.1", "--save"], var)
+    assert refused.exit_code == 1 and "give a single --band" in refused.output

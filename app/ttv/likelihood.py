@@ -21,6 +21,12 @@ The automatic dt is the largest min_period/f (f in 10..80) whose model times, af
 removing a linear ephemeris (exactly degenerate with the free period and tconj), agree
 with a step four times finer (dt/320 of the shortest period) to ``dt_tolerance_s``
 (default: 0.1 x the smallest sigma), at the centre of the prior.
+
+The likelihood never raises for a parameter vector of the right length: every vector the
+integrator cannot handle (see app.ttv.model.FAILURES), every non-finite or unphysical
+parameter and every non-finite result gives ln L = -inf, and the reason is counted in
+``diagnostics`` ({"calls": n, "rejected": {reason: count}}), which the samplers store in
+the result meta (``likelihood_diagnostics``) and carry through checkpoints.
 """
 from __future__ import annotations
 
@@ -28,11 +34,15 @@ import math
 
 import numpy as np
 
-from .model import ObservedPlanet, TTVModel, estimate_max_events
+from .model import FAILURES, ObservedPlanet, TTVModel, estimate_max_events
 from .priors import PriorTransform
 
 _LOG_2PI = math.log(2.0 * math.pi)
 _LIKE_KEYS = ("prior", "observed", "dt", "dt_tolerance_s", "t_start")
+# reasons for ln L = -inf besides the model's FAILURES
+REJECTIONS = FAILURES + ("invalid_parameters",   # non-finite x, mass or period <= 0 (to_model)
+                         "nonfinite_loglike",    # the Gaussian sum came out NaN / +inf
+                         "exception")            # an arithmetic error caught as a last resort
 
 
 def start_time(first_transit: float, min_period_bound: float, given=None, *, name: str = "t_start") -> float:
@@ -137,12 +147,32 @@ class TTVLikelihood:
         # per-call constants: 1/sigma and the normalisation of the no-jitter Gaussian
         self._inv_sigma = 1.0 / np.sqrt(self._var_obs)
         self._norm = -0.5 * (float(np.sum(np.log(self._var_obs))) + n_obs * _LOG_2PI)
+        self.reset_diagnostics()
+
+    def reset_diagnostics(self) -> None:
+        self.n_calls = 0
+        self.rejected = dict.fromkeys(REJECTIONS, 0)
+
+    @property
+    def diagnostics(self) -> dict:
+        """Plain data: calls so far and, per reason, how many gave ln L = -inf."""
+        return {"calls": int(self.n_calls), "rejected": {k: int(v) for k, v in self.rejected.items()}}
+
+    def restore_diagnostics(self, diag: dict | None) -> None:
+        """Continue counting from ``diag`` (a checkpoint's copy of :attr:`diagnostics`)."""
+        self.reset_diagnostics()
+        if not diag:
+            return
+        self.n_calls = int(diag.get("calls", 0))
+        for k, v in (diag.get("rejected") or {}).items():
+            self.rejected[str(k)] = int(v)
 
     def __getstate__(self):
-        return {"spec": dict(self.spec, dt=self.dt)}
+        return {"spec": dict(self.spec, dt=self.dt), "diagnostics": self.diagnostics}
 
     def __setstate__(self, state):
         self.__init__(state["spec"])
+        self.restore_diagnostics(state.get("diagnostics"))
 
     def _make_model(self, dt: float) -> TTVModel:
         return TTVModel(len(self.prior.spec.planets), self.prior.spec.stellar_mass,
@@ -177,11 +207,32 @@ class TTVLikelihood:
         out = self.model.transit_times(theta)
         return None if out is None else np.concatenate(out)
 
+    def _reject(self, reason: str) -> float:
+        self.rejected[reason] = self.rejected.get(reason, 0) + 1
+        return -math.inf
+
     def __call__(self, x: np.ndarray) -> float:
+        """ln L (float): finite, or -inf for any vector the model cannot handle; never raises."""
+        self.n_calls += 1
+        try:
+            value = self._loglike(x)
+        except (ValueError, ArithmeticError):  # last resort: no such vector is known
+            return self._reject("exception")
+        if isinstance(value, str):
+            return self._reject(value)
+        if not math.isfinite(value):
+            return self._reject("nonfinite_loglike")
+        return value
+
+    def _loglike(self, x: np.ndarray) -> float | str:
+        """ln L, or the reason (a REJECTIONS entry) why there is none."""
+        x = np.asarray(x, dtype=np.float64)
+        if not np.all(np.isfinite(x)) or not self.prior.physical(x):
+            return "invalid_parameters"
         theta, jitter = self.prior.to_model(x)
         out = self.model.transit_times(theta)
         if out is None:
-            return -1e300
+            return self.model.last_failure or "missing_transit"
         r = self._resid
         for k, arr in enumerate(out):
             r[self._slices[k]:self._slices[k + 1]] = arr

@@ -197,6 +197,15 @@ class PriorTransform:
         self.ndim = len(names)
         # unit-cube coordinates that wrap around (the omega angle of each 'disk' pair)
         self.periodic = tuple(i for i, n in enumerate(names) if n.endswith(".sesinw"))
+        # free coordinates that must be > 0 (masses, periods) and >= 0 (jitter)
+        self._positive = np.array([i for i, n in enumerate(names)
+                                   if n.endswith((".mass", ".period"))], dtype=np.intp)
+        self._jitter = np.array([i for i, n in enumerate(names) if n == "jitter"], dtype=np.intp)
+
+    def physical(self, x: np.ndarray) -> bool:
+        """True when every free mass and period is > 0 and the jitter >= 0 (any prior draw is;
+        a vector from elsewhere, e.g. a warm start or an optimiser, may not be)."""
+        return bool(np.all(x[self._positive] > 0.0) and np.all(x[self._jitter] >= 0.0))
 
     def __call__(self, u: np.ndarray) -> np.ndarray:
         x = np.empty(self.ndim)

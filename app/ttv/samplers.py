@@ -17,6 +17,12 @@ Each strategy is a small object with one method::
 The dynesty checkpoint is dynesty's own pickled sampler wrapped in our versioned envelope;
 it stays on the machine that wrote it (never uploaded).  The emcee checkpoint is a plain
 ``.npz``.
+
+Both put the likelihood's ``diagnostics`` (calls, and the -inf rejections by reason; see
+app.ttv.likelihood) into the result meta as ``likelihood_diagnostics`` and carry them through
+a checkpoint (inside the pickled likelihood for dynesty, in the JSON meta for emcee; a
+checkpoint written before they existed resumes with the counts of this session only).
+emcee walkers start only where ln L is finite.
 """
 from __future__ import annotations
 
@@ -80,6 +86,17 @@ class _Progress:
                 self.callback(self.best)
             if self.status is not None:
                 self.status(dict(info, fraction=self.best))
+
+
+def _diagnostics(loglike) -> dict | None:
+    diag = getattr(loglike, "diagnostics", None)
+    return None if diag is None else dict(diag)
+
+
+def _dynesty_loglike(sampler, default):
+    """The likelihood object a dynesty sampler calls (a restored sampler holds its own copy)."""
+    wrapped = getattr(getattr(sampler, "loglikelihood", None), "loglikelihood", None)
+    return getattr(wrapped, "func", default)
 
 
 class _UnitCube:
@@ -197,7 +214,8 @@ class DynestyStrategy:
                   "niter": np.int64(sampler.it - 1), "nlive": np.int64(sampler.nlive),
                   "eff": np.float64(sampler.eff)}
         meta = dict(meta or {}, sampler="dynesty", options=self.options, seed=list(seed),
-                    param_names=list(prior.names), ncall_total=int(sampler.ncall))
+                    param_names=list(prior.names), ncall_total=int(sampler.ncall),
+                    likelihood_diagnostics=_diagnostics(_dynesty_loglike(sampler, loglike)))
         progress(1.0, force=True)
         return SamplerOutcome("done", make_result("ttv-nested", meta, arrays), int(sampler.ncall))
 
@@ -224,6 +242,7 @@ class EmceeStrategy:
         self.init_samples = None if init_samples is None else np.asarray(init_samples, float)
 
     def _initial(self, target, prior, rng) -> np.ndarray:
+        """Walker start positions (unit cube), every one at a finite ln L."""
         nw, ndim = self.options["nwalkers"], prior.ndim
         if self.init_samples is not None:
             if self.init_samples.ndim != 2 or self.init_samples.shape[1] != ndim:
@@ -232,11 +251,23 @@ class EmceeStrategy:
             idx = rng.choice(len(self.init_samples), size=nw,
                              replace=len(self.init_samples) < nw)
             u0 = np.array([prior.inverse(x) for x in self.init_samples[idx]])
-            return np.clip(u0 + self.options["ball"] * rng.standard_normal(u0.shape), 0, 1)
+            u0 = np.clip(u0 + self.options["ball"] * rng.standard_normal(u0.shape), 0, 1)
+            return self._finite_walkers(u0, target, rng)
         from scipy.optimize import minimize
 
         starts = rng.random((self.options["n_starts"], ndim))
-        best = max(starts, key=target)
+        values = [target(u) for u in starts]
+        k = int(np.argmax(values))
+        best, best_value = starts[k], values[k]
+        extra = 0
+        while not np.isfinite(best_value) and extra < 100 * self.options["n_starts"]:
+            best = rng.random(ndim)  # the whole first batch failed: keep drawing from the prior
+            best_value = target(best)
+            extra += 1
+        if not np.isfinite(best_value):
+            raise ValueError(f"no finite ln L in {self.options['n_starts'] + extra} prior draws; the "
+                             f"prior allows no configuration that produces every observed transit "
+                             f"(likelihood diagnostics: {_diagnostics(target.loglike)})")
 
         def objective(u):
             value = target(u)
@@ -245,7 +276,32 @@ class EmceeStrategy:
         opt = minimize(objective, best, method="Nelder-Mead",
                        options={"maxfev": 400 * ndim, "xatol": 1e-9, "fatol": 1e-6})
         centre = opt.x if -opt.fun >= target(best) else best
-        return np.clip(centre + self.options["ball"] * rng.standard_normal((nw, ndim)), 0, 1)
+        if not np.isfinite(target(centre)):
+            centre = best
+        u0 = np.clip(centre + self.options["ball"] * rng.standard_normal((nw, ndim)), 0, 1)
+        return self._finite_walkers(u0, target, rng, fallback=best)
+
+    def _finite_walkers(self, u0, target, rng, fallback=None, max_tries=100) -> np.ndarray:
+        """Redraw walkers at a non-finite ln L: around a walker with a finite ln L (or
+        ``fallback``), with the same ball radius; ValueError when none can be found."""
+        ball = self.options["ball"]
+        values = np.array([target(u) for u in u0])
+        for _ in range(max_tries):
+            bad = np.flatnonzero(~np.isfinite(values))
+            if len(bad) == 0:
+                return u0
+            good = np.flatnonzero(np.isfinite(values))
+            anchors = u0[good] if len(good) else (None if fallback is None else fallback[None, :])
+            if anchors is None:
+                break
+            for i in bad:
+                u = anchors[rng.integers(len(anchors))] + ball * rng.standard_normal(u0.shape[1])
+                u0[i] = np.clip(u, 0, 1)
+                values[i] = target(u0[i])
+        raise ValueError(f"could not start {int(np.sum(~np.isfinite(values)))} of {len(u0)} emcee "
+                         f"walkers at a finite ln L (likelihood diagnostics: "
+                         f"{_diagnostics(target.loglike)}); give init_samples inside the region "
+                         f"where every observed transit is produced")
 
     def _fingerprint(self, loglike, prior, seed):
         opts = dict(self.options)
@@ -253,9 +309,10 @@ class EmceeStrategy:
             opts["init_sha"] = hashlib.sha256(self.init_samples.tobytes()).hexdigest()
         return run_fingerprint(loglike, prior, seed, opts)
 
-    def _save(self, path, fingerprint, chain_u, log_prob, n_done, random_state):
+    def _save(self, path, fingerprint, chain_u, log_prob, n_done, random_state, diagnostics):
         meta = {"format": CHECKPOINT_FORMAT, "format_version": CHECKPOINT_VERSION,
-                "kind": "emcee", "fingerprint": fingerprint, "n_done": int(n_done)}
+                "kind": "emcee", "fingerprint": fingerprint, "n_done": int(n_done),
+                "likelihood_diagnostics": diagnostics}
         _, key, pos, has_gauss, gauss = random_state
         with atomic_open(path) as fh:
             np.savez(fh, meta=np.array(json.dumps(meta)), chain_u=chain_u[:n_done],
@@ -287,6 +344,8 @@ class EmceeStrategy:
                 log_prob[:n_done] = ck["log_prob"]
                 rs = ("MT19937", ck["rs_key"], int(ck["rs_pos"]), int(ck["rs_has_gauss"]),
                       float(ck["rs_gauss"]))
+                if hasattr(loglike, "restore_diagnostics"):
+                    loglike.restore_diagnostics(ck_meta.get("likelihood_diagnostics"))
             state = emcee.State(chain_u[n_done - 1].copy(), log_prob=log_prob[n_done - 1].copy(),
                                 random_state=rs)
         else:
@@ -311,12 +370,12 @@ class EmceeStrategy:
                     continue
                 if should_stop is not None and should_stop():
                     self._save(checkpoint_path, fingerprint, chain_u, log_prob, step,
-                               sampler.random_state)
+                               sampler.random_state, _diagnostics(loglike))
                     progress(progress.best, force=True)
                     return SamplerOutcome("stopped", None, 0)
                 if time.monotonic() - last_save >= checkpoint_every_s:
                     self._save(checkpoint_path, fingerprint, chain_u, log_prob, step,
-                               sampler.random_state)
+                               sampler.random_state, _diagnostics(loglike))
                     last_save = time.monotonic()
         chain = np.empty_like(chain_u)
         for i in range(nsteps):
@@ -326,7 +385,7 @@ class EmceeStrategy:
                     u[target.periodic] %= 1.0
                 chain[i, j] = prior(u)
         meta = dict(meta or {}, sampler="emcee", options=self.options, seed=list(seed),
-                    param_names=list(prior.names))
+                    param_names=list(prior.names), likelihood_diagnostics=_diagnostics(loglike))
         progress(1.0, force=True)
         result = make_result("ttv-emcee", meta, {"chain": chain, "log_prob": log_prob,
                                                  "log_like": log_prob.copy()})

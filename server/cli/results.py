@@ -15,8 +15,13 @@ def results() -> None:
     """Light curves (BJD_TDB) and Lomb-Scargle periodograms of targets in the database."""
 
 
-def _assembly_options(func):
-    func = click.option("--band", required=True, help="Photometric band, e.g. V.")(func)
+def _assembly_options(func, multiple_bands: bool = False):
+    if multiple_bands:
+        func = click.option("--band", "bands", multiple=True,
+                            help="Photometric band, e.g. V; repeat for several. Default: every band of the target. "
+                                 "Two or more bands: one multi-band periodogram (shared period).")(func)
+    else:
+        func = click.option("--band", required=True, help="Photometric band, e.g. V.")(func)
     func = click.option("--quantity", type=click.Choice(["mag", "flux"]), default="mag", show_default=True,
                         help="Magnitudes, or relative flux converted from them.")(func)
     func = click.option("--bin-days", type=float, default=None, help="Bin width in days (default: no binning).")(func)
@@ -65,23 +70,39 @@ def lightcurve(app: OpenAstro, target: str, band: str, quantity: str, bin_days, 
     click.echo(f"wrote {path}")
 
 
+def _periodogram_assembly_options(func):
+    return _assembly_options(func, multiple_bands=True)
+
+
+def _target_bands(app: OpenAstro, target: str) -> list[str]:
+    from server.timeseries.lightcurve import photometry_frame_from_db
+
+    with app.db.session() as session:
+        _, frame = photometry_frame_from_db(session, target)
+    bands = sorted({str(b) for b in frame["band"].dropna()})
+    if not bands:
+        raise ValueError(f"target {target!r} has no photometry in the database")
+    return bands
+
+
 @results.command("periodogram")
 @click.argument("target")
-@_assembly_options
+@_periodogram_assembly_options
 @click.option("--min-period", type=float, default=None, help="Shortest period searched, days.")
 @click.option("--max-period", type=float, default=None, help="Longest period searched, days (default: baseline).")
 @click.option("--oversampling", type=float, default=5.0, show_default=True, help="Grid points per peak width.")
 @click.option("--nterms", type=int, default=1, show_default=True, help="Harmonics in the model.")
-@click.option("--fap-method", type=click.Choice(["baluev", "bootstrap"]), default="baluev", show_default=True)
+@click.option("--fap-method", type=click.Choice(["baluev", "bootstrap"]), default="baluev", show_default=True,
+              help="baluev: analytic (for several bands the multi-band analytic FAP, docs/lightcurves.md).")
 @click.option("--n-bootstrap", type=int, default=1000, show_default=True)
 @click.option("--seed", type=int, default=None, help="Bootstrap seed (default: fresh entropy, printed).")
 @click.option("--plot", type=click.Path(dir_okay=False), default=None,
               help="Write a phase-folded plot here (.png, .pdf, .svg, ...: the suffix picks the format).")
 @click.option("--save", is_flag=True, help="Store the spectrum and record a Periodogram row.")
 @click.pass_obj
-def periodogram(app: OpenAstro, target: str, band: str, quantity: str, bin_days, reject_sigma, min_period,
+def periodogram(app: OpenAstro, target: str, bands: tuple, quantity: str, bin_days, reject_sigma, min_period,
                 max_period, oversampling, nterms, fap_method, n_bootstrap, seed, plot, save) -> None:
-    """Lomb-Scargle period search on TARGET's light curve in one band."""
+    """Lomb-Scargle period search on TARGET's light curve: one band, or all its bands at once."""
     from server.timeseries.periodogram import lomb_scargle_result, plot_phase_folded
 
     from server.core.plotformat import plot_format
@@ -90,6 +111,14 @@ def periodogram(app: OpenAstro, target: str, band: str, quantity: str, bin_days,
     try:
         if plot:
             plot_format(plot)  # refuse an unknown suffix before the search
+        bands = list(dict.fromkeys(bands)) or _target_bands(app, target)
+        if len(bands) >= 2:
+            if plot or save:
+                raise ValueError("--plot and --save take one band's periodogram; give a single --band")
+            _multiband(app, target, bands, quantity, bin_days, reject_sigma, min_period, max_period, oversampling,
+                       nterms, fap_method, n_bootstrap, seed_seq)
+            return
+        band = bands[0]
         lc = _load(app, target, band, quantity, bin_days, reject_sigma)
         res = lomb_scargle_result(
             lc.bjd_tdb, lc.value, lc.error, min_period=min_period, max_period=max_period,
@@ -114,6 +143,29 @@ def periodogram(app: OpenAstro, target: str, band: str, quantity: str, bin_days,
         click.echo(f"wrote {plot}")
     if save:
         _save(app, lc, res, seed_seq if fap_method == "bootstrap" else None)
+
+
+def _multiband(app, target, bands, quantity, bin_days, reject_sigma, min_period, max_period, oversampling, nterms,
+               fap_method, n_bootstrap, seed_seq) -> None:
+    """One periodogram over ``bands`` (each assembled like a single-band light curve); prints the result."""
+    from server.timeseries.multiband import multiband_periodogram
+
+    curves = [_load(app, target, b, quantity, bin_days, reject_sigma) for b in bands]
+    res = multiband_periodogram(
+        np.concatenate([lc.bjd_tdb for lc in curves]), np.concatenate([lc.value for lc in curves]),
+        np.concatenate([lc.error for lc in curves]), np.concatenate([[lc.band] * len(lc) for lc in curves]),
+        min_period=min_period, max_period=max_period, oversampling=oversampling, nterms=nterms,
+        fap_method="analytic" if fap_method == "baluev" else "bootstrap", n_bootstrap=n_bootstrap,
+        rng=np.random.default_rng(seed_seq), threads=app.settings.lombscargle_threads)
+    counts = ", ".join(f"{b} {n}" for b, n in res.n_points.items())
+    click.echo(f"{target} multi-band ({counts} points) over {res.baseline:.3f} d, {res.frequency.size} frequencies")
+    fap = "< 1e-300" if res.fap == 0.0 else f"{res.fap:.3g}"
+    click.echo(f"best period {res.best_period:.8f} +- {res.best_period_err:.2g} d  power {res.best_power:.4f}  "
+               f"FAP {fap} ({res.fap_method})")
+    if fap_method == "bootstrap":
+        click.echo(f"bootstrap seed entropy {seed_seq.entropy}")
+    for w in res.warnings:
+        click.echo(f"warning [{w.kind}]: {w.message}")
 
 
 def _save(app: OpenAstro, lc, res, seed_seq) -> None:

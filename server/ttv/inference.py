@@ -329,6 +329,18 @@ def _run_one(task, checkpoint_dir, status=None):
     return run_ttv_task(task["spec"], task["seed"], ckpt, checkpoint_every_s=30.0, on_status=on_status)
 
 
+def sum_diagnostics(results) -> dict:
+    """Likelihood diagnostics of several task results added up: {"calls": n, "rejected": {reason: n}} (see
+    app.ttv.likelihood; results written before the counters existed contribute nothing)."""
+    total = {"calls": 0, "rejected": {}}
+    for r in results:
+        d = r.meta.get("likelihood_diagnostics") or {}
+        total["calls"] += int(d.get("calls", 0))
+        for k, v in (d.get("rejected") or {}).items():
+            total["rejected"][k] = total["rejected"].get(k, 0) + int(v)
+    return total
+
+
 def _intervals(samples: np.ndarray, names) -> dict:
     """Median and 68/95% intervals per parameter; circular for angles (app.ttv.summary)."""
     from app.ttv.summary import intervals
@@ -436,7 +448,12 @@ def run_ttv_inference(ttv_data: pd.DataFrame, prior_config: dict, *, progress=No
         if chi2_best / max(n_obs, 1) > 10.0:
             out["flags"].append(f"model {model}: best fit has chi2/N = {chi2_best / n_obs:.1f}; "
                                 f"the prior may exclude the data or errors are underestimated")
+        diag = sum_diagnostics(r for _, r in mres)
+        if diag["rejected"].get("exception", 0):
+            out["flags"].append(f"model {model}: {diag['rejected']['exception']} likelihood calls hit an unexpected "
+                                f"arithmetic error (counted as ln L = -inf); please report it")
         out["models"][model] = {
+            "likelihood_diagnostics": diag,
             "log_evidence": float(logz[0]), "log_evidence_err": float(logz[1]),
             "posterior_samples": pd.DataFrame(full, columns=full_names),
             "best_fit": dict(zip(names, map(float, best))), "best_log_likelihood": best_logl,
@@ -470,7 +487,7 @@ def summary_dict(result: dict) -> dict:
     for m, v in result["models"].items():
         models[str(m)] = {k: v[k] for k in ("log_evidence", "log_evidence_err", "best_fit",
                                              "best_log_likelihood", "chi2_best",
-                                             "credible_intervals", "bins")}
+                                             "credible_intervals", "bins", "likelihood_diagnostics")}
         models[str(m)]["n_samples"] = len(v["posterior_samples"])
     cfg = {k: v for k, v in result["config"].items() if k != "warm_start"}
     return {"format": "openastro.ttv-summary", "version": 1, "config": cfg, "models": models,
