@@ -1,7 +1,7 @@
 """The TTV likelihood cannot crash (issue 22, item 2).
 
 Every parameter vector the integrator cannot handle gives ln L = -inf, counted by reason in the
-likelihood's diagnostics and the result meta; vectors that worked before give bitwise the same ln L
+likelihood's diagnostics and the result meta; vectors that worked before give the same ln L
 (tests/data/ttv/loglike_reference.json, written by the code before this change); a derandomized
 property test draws from the whole prior box of the wide Kepler-88-like problem of the issue
 (perturber 14-40 d, 1-2000 Earth masses; tests/_ttv_wide.py) for 0, 1 and 2 perturbers.
@@ -35,7 +35,10 @@ def _is_loglike(v) -> bool:
     return type(v) is float and (math.isfinite(v) or v == -math.inf)
 
 
-def test_vectors_that_worked_before_give_bitwise_identical_loglike():
+def test_vectors_that_worked_before_give_the_same_loglike():
+    # Same to 1e-9 relative, not bitwise: the reference was written on one machine, and glibc's libm picks
+    # CPU-specific variants of sin/cos/exp that may differ in the last bit elsewhere (docs/ttv.md). On the machine
+    # that wrote it, the values are bitwise equal; a real change of the model moves ln L by far more than 1e-9.
     with open(os.path.join(HERE, "data", "ttv", "loglike_reference.json")) as fh:
         ref = json.load(fh)["cases"]
     cases = {f"wide-{m}": spec["likelihood"] for m, spec in SPECS.items()}
@@ -50,7 +53,7 @@ def test_vectors_that_worked_before_give_bitwise_identical_loglike():
             if want == -1e300:  # the old "no model" value: now -inf, with a reason
                 assert got == -math.inf
             else:
-                assert got.hex() == want.hex(), (name, u)
+                assert math.isclose(got, want, rel_tol=1e-9, abs_tol=1e-6), (name, u, got, want)
                 n_valid += 1
     assert n_valid > 1000  # 1143 of the 1200 draws were valid
 
