@@ -122,3 +122,36 @@ def test_bad_inputs_give_clear_errors():
     few = df.iloc[:5]
     with pytest.raises(ValueError, match="need more transits than free parameters"):
         run_ttv_inference(few, CONFIG)
+
+
+class _Run:  # the two fields the peak checks read from a sampling result
+    def __init__(self, best_logl):
+        self.kind, self.arrays = "ttv-nested", {"logl": np.array([best_logl - 50.0, best_logl])}
+
+
+def test_runs_far_below_their_bins_best_run_are_not_merged():
+    from server.ttv.inference import _peak_finders
+
+    # stand-ins for PeriodBin objects (only their .index is read)
+    tasks = [{"model": 1, "bin": type("B", (), {"index": i})(), "spec": {"label": {"run": r, "bin": i}}}
+             for i, r in ((0, 0), (0, 1), (1, 0))]
+    tasks[1]["bin"] = tasks[0]["bin"]
+    results = [_Run(530.0), _Run(-2240.0), _Run(-9000.0)]  # bin 0: one run found the peak, one did not
+    keep, missed = _peak_finders(tasks, results, tolerance=20.0)
+    assert keep == {id(tasks[0]), id(tasks[2])}  # bin 1's only run stays: nothing to compare it with
+    assert missed == [tasks[1]]
+
+
+def test_a_flagged_winning_bin_is_run_again_with_new_seeds_and_only_that_bin():
+    from server.ttv.inference import _reruns
+
+    bins = [type("B", (), {"index": i})() for i in range(2)]
+    tasks = [{"model": 1, "bin": bins[i], "run": 0, "seed": [3, 1, i, 0],
+              "spec": {"label": {"model": 1, "bin": i, "run": 0}}} for i in range(2)]
+    norm, n_obs = 0.0, 100
+    flagged = [_Run(-0.5 * 56.7 * n_obs), _Run(-0.5 * 900.0 * n_obs)]  # best chi2/N = 56.7 in bin 0
+    extra = _reruns(tasks, flagged, 1, {"chi2_flag": 10.0}, norm, n_obs)
+    assert [(t["bin"].index, t["attempt"], t["spec"]["label"]["attempt"]) for t in extra] == [(0, 1, 1)]
+    assert extra[0]["seed"] != tasks[0]["seed"]
+    found = [_Run(-0.5 * 1.1 * n_obs), _Run(-0.5 * 900.0 * n_obs)]  # the winning bin fits: nothing to rerun
+    assert _reruns(tasks, found, 1, {"chi2_flag": 10.0}, norm, n_obs) == []

@@ -54,6 +54,9 @@ CONFIG_DEFAULTS = {
     "warm_start": None,              # {"param_names": [...], "samples": [[...]]} (emcee)
     "seed": 0,                       # int or list of ints (SeedSequence entropy)
     "runs_per_bin": 1,
+    "missed_peak_lnl": 20.0,         # a run whose best ln L is this far below its bin's best run missed the peak
+    "missed_peak_reruns": 1,         # reruns (new seeds) of a model's winning bin whose best fit is flagged
+    "chi2_flag": 10.0,               # best-fit chi^2/N above this is flagged (and triggers the reruns)
     "models": [0, 1],                # numbers of perturbers to compare (subset of [0, 1, 2])
     "second_perturber_period": None,  # [min, max] days (required when 2 in models)
     "second_perturber_mass": None,   # [min, max] Earth masses, log-uniform; default perturber_mass
@@ -318,7 +321,9 @@ def _run_one(task, checkpoint_dir, status=None):
     ckpt = None
     if checkpoint_dir is not None:
         b = "none" if task["bin"] is None else task["bin"].index
-        ckpt = os.path.join(checkpoint_dir, f"ttv-m{task['model']}-b{b}-r{task['run']}.ckpt")
+        attempt = task.get("attempt", 0)
+        ckpt = os.path.join(checkpoint_dir, f"ttv-m{task['model']}-b{b}-r{task['run']}"
+                                            + (f"-a{attempt}" if attempt else "") + ".ckpt")
     on_status = None
     if status is not None:
         label = task["spec"]["label"]
@@ -368,16 +373,8 @@ def is_perturber_param(name: str) -> bool:
     return name.split(".", 1)[0] in PERTURBERS and "." in name
 
 
-def run_ttv_inference(ttv_data: pd.DataFrame, prior_config: dict, *, progress=None,
-                      checkpoint_dir: str | None = None, status=None) -> dict:
-    """Posterior on a hidden perturber from transit times (see module docstring).
-
-    ``ttv_data``: columns planet, epoch, t_obs (BJD_TDB days or a constant offset), sigma
-    (days).  ``progress(done_tasks, total_tasks, label)`` is called as tasks finish;
-    ``status(label, info)`` about twice a second per running task while it samples (info: fraction
-    and the sampler's numbers, e.g. iteration and ln Z; see app.ttv.samplers._Progress).
-    """
-    cfg, tasks, bins = plan_tasks(ttv_data, prior_config)
+def _execute(tasks: list[dict], cfg: dict, checkpoint_dir, progress, status) -> list:
+    """Run sampling tasks (a process pool when ``ncores`` > 1); results in task order."""
     results = [None] * len(tasks)
     ncores = min(int(cfg["ncores"]), len(tasks))
     if ncores > 1:
@@ -401,13 +398,90 @@ def run_ttv_inference(ttv_data: pd.DataFrame, prior_config: dict, *, progress=No
             results[i] = _run_one(t, checkpoint_dir, (lambda beat: status(*beat)) if status else None)
             if progress:
                 progress(i + 1, len(tasks), t["spec"]["label"])
+    return results
+
+
+def best_log_likelihood(result) -> float:
+    """The highest ln L a sampling run reached (nested: its dead/live points; emcee: its chain)."""
+    arr = result.arrays["logl" if result.kind == "ttv-nested" else "log_like"].ravel()
+    return float(np.max(arr)) if arr.size else -np.inf
+
+
+def _reruns(tasks, results, attempt: int, cfg: dict, norm: float, n_obs: int) -> list[dict]:
+    """Tasks to run again: for each model whose best run has chi^2/N above ``chi2_flag`` (the sampler may have
+    settled on a secondary mode), every first-attempt run of that run's bin, with a new seed."""
+    extra = []
+    for model in sorted({t["model"] for t in tasks}):
+        pairs = [(t, r) for t, r in zip(tasks, results) if t["model"] == model]
+        best_t, best_r = max(pairs, key=lambda tr: best_log_likelihood(tr[1]))
+        chi2 = -2.0 * best_log_likelihood(best_r) - norm
+        if chi2 / max(n_obs, 1) <= float(cfg["chi2_flag"]):
+            continue
+        for t, _ in pairs:
+            if t["bin"] is best_t["bin"] and t.get("attempt", 0) == 0:
+                spec = dict(t["spec"], label=dict(t["spec"]["label"], attempt=attempt))
+                extra.append(dict(t, spec=spec, attempt=attempt,
+                                  seed=[s % (2 ** 32) for s in t["seed"] + [1000 + attempt]]))
+    return extra
+
+
+def _peak_finders(tasks, results, tolerance: float) -> tuple[set, list]:
+    """Ids of the tasks whose runs are merged, and the tasks that missed the peak: a run whose best ln L is more
+    than ``tolerance`` below the best run of the same model and bin sampled another (lower) mode, and merging it
+    would put weight on that mode. With one run in a bin, nothing is dropped."""
+    best: dict = {}
+    for t, r in zip(tasks, results):
+        key = (t["model"], None if t["bin"] is None else t["bin"].index)
+        best[key] = max(best.get(key, -np.inf), best_log_likelihood(r))
+    keep, missed = set(), []
+    for t, r in zip(tasks, results):
+        key = (t["model"], None if t["bin"] is None else t["bin"].index)
+        if best_log_likelihood(r) >= best[key] - tolerance:
+            keep.add(id(t))
+        else:
+            missed.append(t)
+    return keep, missed
+
+
+def run_ttv_inference(ttv_data: pd.DataFrame, prior_config: dict, *, progress=None,
+                      checkpoint_dir: str | None = None, status=None) -> dict:
+    """Posterior on a hidden perturber from transit times (see module docstring).
+
+    ``ttv_data``: columns planet, epoch, t_obs (BJD_TDB days or a constant offset), sigma
+    (days).  ``progress(done_tasks, total_tasks, label)`` is called as tasks finish;
+    ``status(label, info)`` about twice a second per running task while it samples (info: fraction
+    and the sampler's numbers, e.g. iteration and ln Z; see app.ttv.samplers._Progress).
+    """
+    cfg, tasks, bins = plan_tasks(ttv_data, prior_config)
+    results = _execute(tasks, cfg, checkpoint_dir, progress, status)
+    sig = np.concatenate([np.asarray(v, float) for v in
+                          ttv_data.groupby("planet", sort=False)["sigma"].agg(list)])
+    norm = float(np.sum(np.log(2 * np.pi * sig ** 2)))
+    n_obs = len(ttv_data)
+    reruns_done = []
+    for attempt in range(1, int(cfg["missed_peak_reruns"]) + 1):
+        extra = _reruns(tasks, results, attempt, cfg, norm, n_obs)
+        if not extra:
+            break
+        reruns_done += [(t["model"], None if t["bin"] is None else t["bin"].index) for t in extra]
+        results += _execute(extra, cfg, checkpoint_dir, progress, status)
+        tasks += extra
+    keep, missed = _peak_finders(tasks, results, float(cfg["missed_peak_lnl"]))
     rng = np.random.default_rng(np.random.SeedSequence(
         [int(x) for x in (cfg["seed"] if isinstance(cfg["seed"], list) else [cfg["seed"]])]
         + [99]))
-    out = {"config": cfg, "models": {}, "flags": [], "task_results": list(zip(tasks, results))}
-    n_obs = len(ttv_data)
+    out = {"config": cfg, "models": {}, "flags": [], "task_results": list(zip(tasks, results)),
+           "missed_peak_runs": [t["spec"]["label"] for t in missed]}
+    for model, bin_index in sorted(set(reruns_done), key=str):
+        out["flags"].append(f"model {model}: the best fit (bin {bin_index}) was flagged chi2/N > "
+                            f"{cfg['chi2_flag']:g}; its bin was run again with new seeds")
+    for t in missed:
+        lab = t["spec"]["label"]
+        out["flags"].append(f"model {lab['model']}: run {lab['run']} (attempt {lab.get('attempt', 0)}) of bin "
+                            f"{lab['bin']} missed the peak (best ln L more than {cfg['missed_peak_lnl']:g} below "
+                            f"its bin's best run) and is not merged")
     for model in sorted(cfg["models"]):
-        mres = [(t, r) for t, r in zip(tasks, results) if t["model"] == model]
+        mres = [(t, r) for t, r in zip(tasks, results) if t["model"] == model and id(t) in keep]
         if cfg["sampler"] == "emcee":
             samples = np.concatenate([r.posterior(rng) for _, r in mres])
             names = mres[0][1].param_names
@@ -442,10 +516,8 @@ def run_ttv_inference(ttv_data: pd.DataFrame, prior_config: dict, *, progress=No
                 best = (r.arrays["samples"][k] if r.kind == "ttv-nested"
                         else r.arrays["chain"].reshape(-1, len(r.param_names))[k])
         full, full_names = _derived(samples, names)
-        sig = np.concatenate([np.asarray(v, float) for v in
-                              ttv_data.groupby("planet", sort=False)["sigma"].agg(list)])
-        chi2_best = -2.0 * best_logl - float(np.sum(np.log(2 * np.pi * sig ** 2)))
-        if chi2_best / max(n_obs, 1) > 10.0:
+        chi2_best = -2.0 * best_logl - norm
+        if chi2_best / max(n_obs, 1) > float(cfg["chi2_flag"]):
             out["flags"].append(f"model {model}: best fit has chi2/N = {chi2_best / n_obs:.1f}; "
                                 f"the prior may exclude the data or errors are underestimated")
         diag = sum_diagnostics(r for _, r in mres)
