@@ -12,6 +12,11 @@ APT_PACKAGES=(
   astrometry-data-tycho2-09-littleendian astrometry-data-tycho2-10-19-littleendian
   swarp                                # benchmark anchor for reprojection
   zip unzip binutils strace            # app packaging (zip), glibc floor check (objdump), no-network check
+  # a real BOINC server in the tests (scripts/boinc-test-server.sh; ../shared/boinc-src/README.md)
+  autoconf automake libtool m4 make g++ libssl-dev libcurl4-openssl-dev zlib1g-dev
+  libmariadb-dev-compat nlohmann-json3-dev libzip-dev python3-mysqldb python-is-python3
+  apache2 libapache2-mod-php php php-cli php-mysql php-xml php-gd
+  boinc-client                         # the Debian client, attached to the test project over loopback
 )
 
 missing=()

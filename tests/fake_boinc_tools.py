@@ -309,11 +309,17 @@ def xadd(args: list[str]) -> int:
 def update_versions(args: list[str]) -> int:
     root = project_root()
     state = db_load(root, "apps", {"apps": [], "platforms": []})
-    answer = sys.stdin.readline().strip().lower()
-    if answer not in ("y", "yes"):
-        raise Refused("update_versions: not confirmed")
+    unknown = [a for a in args if a != "--noconfirm"]
+    if unknown:
+        raise Refused(f"update_versions: unknown option {unknown[0]}")
     versions = db_load(root, "versions", [])
     for version_xml in sorted((root / "apps").glob("*/*/*/version.xml")):
+        # The real tool asks per version ("Add this version?") and per file to sign; an unanswered
+        # question (end of input) installs nothing: it registers only with every answer, or --noconfirm.
+        if "--noconfirm" not in args:
+            for question in ("sign files", "add this version"):
+                if sys.stdin.readline().strip().lower() not in ("y", "yes"):
+                    raise Refused(f"update_versions: {question}? not confirmed (no version registered)")
         platform_dir = version_xml.parent
         app, version, platform = platform_dir.parts[-3:]
         if app not in state["apps"] or platform not in state["platforms"]:

@@ -56,7 +56,7 @@ def test_install_lays_out_launchers_templates_daemons_and_registers_the_app(tmp_
     assert "<!-- written by make_project -->" in (project / "config.xml").read_text()  # comments kept
     assert APP_NAME in fake_db(project, "apps")["apps"]
     assert {"app": APP_NAME, "version": "1.00", "platform": "x86_64-pc-linux-gnu"} in fake_db(project, "versions")
-    assert report.commands_run == ["bin/xadd", "bin/update_versions"]
+    assert report.commands_run == ["bin/xadd", "bin/update_versions --noconfirm"]
     # the launchers reach this installation's programs and database, run as BOINC runs them
     proc = run_as_boinc(project, ASSIMILATE_SCRIPT, "--error", 2, "oa_nobody", 1, 1)
     assert proc.returncode == 0 and "not in the OpenAstro database" in proc.stderr

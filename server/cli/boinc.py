@@ -147,3 +147,23 @@ def status_cmd(app, campaign_id) -> None:
     for row in rows:
         click.echo(f"{row['id']:>4}  {row['name'][:28]:<28} {row['kind']:<6} {row['executor']:<8} "
                    f"{row['status']:<10} " + " ".join(f"{row['counts'].get(s, 0):>9}" for s in states))
+
+
+@boinc.command("doctor")
+@click.option("--project-dir", "project_dir", type=click.Path(file_okay=False), default=None,
+              help="BOINC project root (default: the boinc_project_dir setting).")
+@click.pass_obj
+def doctor_cmd(app, project_dir) -> None:
+    """Check a BOINC project for what stops OpenAstro's jobs; print each problem and its fix."""
+    from server.boinc.doctor import diagnose
+
+    project_dir = project_dir or app.settings.boinc_project_dir
+    if not project_dir:
+        raise click.ClickException("no BOINC project directory: pass --project-dir or set OPENASTRO_BOINC_PROJECT_DIR")
+    findings = diagnose(project_dir, app.settings)
+    for finding in findings:
+        click.echo(finding.line())
+    if findings:
+        raise click.ClickException(f"{len(findings)} problem(s) in {project_dir}")
+    click.echo(f"ok: {project_dir} passes every check (file modes, launchers, app version, databases, "
+               "object store and var dir, daemons for this host)")

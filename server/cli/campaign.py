@@ -40,6 +40,7 @@ def launch(app: OpenAstro, times, priors_path, bins, replicas, sampler, nlive, e
     from server.boinc.campaigns import CampaignError, create_campaign, ttv_campaign_config
     from server.timeseries.transit_times import load_transit_time_table
 
+    app.db.require_current_schema()
     try:
         prior_config = read_config_file(priors_path)
     except ValueError as exc:
