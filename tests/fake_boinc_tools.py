@@ -335,7 +335,23 @@ def update_versions(args: list[str]) -> int:
     return 0
 
 
-TOOLS = {"create_work": create_work, "stage_file": stage_file, "dir_hier_path": dir_hier_path, "xadd": xadd,
+def cancel_jobs(args: list[str]) -> int:
+    root = project_root()
+    if len(args) != 2:
+        raise Refused("Usage: cancel_jobs min-ID max-ID\nor cancel_jobs --name wuname")
+    if args[0] != "--name":
+        raise Refused("this stand-in only takes --name wuname")
+    jobs = db_load(root, "workunits", [])
+    for job in jobs:
+        if job["name"] == args[1]:
+            job["error_mask"] = job.get("error_mask", 0) | 16
+            db_save(root, "workunits", jobs)
+            return 0
+    print(f"No workunit named '{args[1]}'", file=sys.stderr)
+    return 1
+
+
+TOOLS = {"cancel_jobs": cancel_jobs, "create_work": create_work, "stage_file": stage_file, "dir_hier_path": dir_hier_path, "xadd": xadd,
          "update_versions": update_versions}
 
 

@@ -106,6 +106,9 @@ def test_campaign_cli_launch_generate_status_cancel(tmp_path, oa_app):
     result = runner.invoke(cli_main, ["campaign", "status", "1"], env=env)
     assert result.exit_code == 0 and "running" in result.output
     result = runner.invoke(cli_main, ["campaign", "cancel", "1"], env=env)
+    assert result.exit_code == 1 and "OPENASTRO_BOINC_PROJECT_DIR" in result.output  # BOINC's jobs must go too
+    result = runner.invoke(cli_main, ["campaign", "cancel", "1"], env=dict(env, OPENASTRO_BOINC_PROJECT_DIR=str(project)))
     assert result.exit_code == 0 and f"{n_bins} unfinished" in result.output
+    assert all(job["error_mask"] & 16 for job in fake_db(project, "workunits"))  # cancelled in BOINC too
     result = runner.invoke(cli_main, ["results", "posterior", "1"], env=env)
     assert result.exit_code == 1 and "no combined posterior yet" in result.output

@@ -100,14 +100,9 @@ def check_host_and_daemons(project: Path) -> list[Finding]:
 
 def boinc_db_url(project: Path) -> str:
     """SQLAlchemy URL of the project's BOINC database, from config.xml."""
-    from sqlalchemy.engine import URL
+    from work_generator.boinc_project import BoincProject
 
-    root = _config(project)
-    get = lambda tag: (root.findtext(f"config/{tag}") or "").strip()  # noqa: E731
-    host, _, port = (get("db_host") or "localhost").partition(":")
-    return URL.create("mysql+mysqldb", username=get("db_user") or None, password=get("db_passwd") or None,
-                      host=host, port=int(port) if port else None,
-                      database=get("db_name")).render_as_string(hide_password=False)
+    return BoincProject(project).db_url()
 
 
 def check_databases(project: Path, openastro_url: str) -> list[Finding]:

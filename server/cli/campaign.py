@@ -142,7 +142,7 @@ def status(app: OpenAstro, campaign_id: int, follow: bool, interval: float) -> N
 @click.argument("campaign_id", type=int)
 @click.pass_obj
 def cancel(app: OpenAstro, campaign_id: int) -> None:
-    """Cancel a campaign: unfinished work units are not run (BOINC: see docs/deploy.md)."""
+    """Cancel a campaign: unfinished work units are not run (on BOINC their jobs are cancelled there too)."""
     from server.boinc.campaigns import CampaignError, cancel_campaign
 
     try:
