@@ -6,7 +6,8 @@
 #           var/boinc-test: project user, make_project, its own Apache on 127.0.0.1, the daemons, and the Debian
 #           boinc-client as its own instance attached over loopback. Prints KEY=VALUE lines (the env command).
 #   stop    stops everything start started, by the PID files under var/boinc-test/run.
-#   status  says what is running.
+#   status  says what is running (exit 1 unless the client and Apache are).
+#   client-stop, client-start   stop / restart the client alone (its tasks resume from their checkpoints).
 # Every process it starts it can stop by PID; nothing binds to anything but 127.0.0.1.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -169,7 +170,7 @@ BOINC_URL=$URL_BASE/$PROJECT/
 BOINC_DB_URL=mysql+mysqldb://$DB_USER:$DB_PASSWD@$DB_HOST/$BOINC_DB
 OPENASTRO_DATABASE_URL=$OPENASTRO_DATABASE_URL
 OPENASTRO_VAR_DIR=$OPENASTRO_VAR_DIR
-OPENASTRO_VENV=$OPENASTRO_VENV
+BOINC_OA_VENV=$OA_VENV
 BOINC_CLIENT_DIR=$VAR/client
 BOINC_CLIENT_RPC=127.0.0.1:$RPC_PORT
 BOINC_CLIENT_PASSWD=$(cat "$VAR/client/gui_rpc_auth.cfg")
@@ -195,11 +196,11 @@ start() {
   export URL_BASE=http://127.0.0.1:$HTTP_PORT
   export DB_HOST=127.0.0.1:$dbport DB_USER=openastro DB_PASSWD=openastro BOINC_DB=${PROJECT}_boinc
   export OPENASTRO_DATABASE_URL=mysql+mysqldb://openastro:openastro@127.0.0.1:$dbport/${PROJECT}_openastro
-  export OPENASTRO_SRC=$ROOT
-  export OPENASTRO_VENV=${OPENASTRO_TEST_BOINC_VENV:-$ROOT/var/boinc-venv}
+  export OA_SRC=$ROOT
+  export OA_VENV=${OPENASTRO_TEST_BOINC_VENV:-$ROOT/var/boinc-venv}
   export OPENASTRO_VAR_DIR=/home/$PROJECT_USER/openastro-var
   export WRAPPER=$(ls "$BUILD"/samples/wrapper/wrapper_26019_* | head -1)
-  export OPENASTRO_APP_BUNDLE=${OPENASTRO_APP_BUNDLE:-}
+  export APP_BUNDLE=${OPENASTRO_TEST_APP_BUNDLE:-}
   export APPS_STAGING=$VAR/staging
   # A fresh project each start: the previous one (daemons stopped by `stop`) and its databases go.
   rm -rf "$PROJECT_ROOT" "$OPENASTRO_VAR_DIR" "$APPS_STAGING"
@@ -225,7 +226,7 @@ start_apache() {
   conf=$(write_apache_conf)
   apache2 -f "$conf" -t >/dev/null 2>&1 || { apache2 -f "$conf" -t; exit 1; }
   apache2 -f "$conf" -k start
-  for _ in $(seq 1 50); do port_free "$HTTP_PORT" || break; sleep 0.2; done
+  for _ in $(seq 1 100); do alive "$RUN/apache.pid" && ! port_free "$HTTP_PORT" && break; sleep 0.2; done
   alive "$RUN/apache.pid" || { tail -20 "$VAR/apache/error.log" >&2; log "apache did not start"; exit 1; }
 }
 
@@ -255,7 +256,10 @@ status() {
 case "${1:-}" in
   build) build ;;
   start) start ;;
-  _apache) start_apache ;;
+  client-stop) stop_pidfile "$RUN/client.pid" 30 ;;   # the client alone (tests: stopped mid-task, restarted)
+  client-start)
+    RPC_PORT=$(sed -n 's/^BOINC_CLIENT_RPC=127.0.0.1://p' "$VAR/env")
+    alive "$RUN/client.pid" || start_client ;;
   stop) stop ;;
   status) status ;;
   env) cat "$VAR/env" ;;

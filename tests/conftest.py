@@ -126,3 +126,25 @@ def frozen_app(tmp_path_factory) -> Path:
 
     bundle = build_frozen_app(tmp_path_factory.mktemp("frozen_build"))
     return bundle / "openastro_app"
+
+
+# --- the real BOINC server (scripts/boinc-test-server.sh; tests/test_boinc_real.py) -----------------------------
+
+@pytest.fixture(scope="session")
+def boinc_server(frozen_app):
+    """BOINC built from source, a project deployed by docs/deploy.md, Apache and the Debian client on 127.0.0.1.
+
+    Skipped where the machine cannot build or run it (not root, no apt packages, no source); in CI that fails."""
+    from boinc_real import BoincServer, missing_requirements
+
+    missing = missing_requirements()
+    if missing:
+        message = "the real BOINC server cannot run here: missing " + ", ".join(missing)
+        if os.environ.get("CI"):
+            pytest.fail(message + " (scripts/setup.sh installs the packages)")
+        pytest.skip(message)
+    server = BoincServer.start(frozen_app.parent)
+    try:
+        yield server
+    finally:
+        server.stop()
