@@ -70,38 +70,13 @@ def _local_run(oa_app, config, seed, kind="ttv", frozen_app=None):
     return cid
 
 
-@pytest.mark.parametrize("sampler", [{"name": "dynesty", "nlive": 30, "sample": "rwalk", "dlogz": 0.5},
-                                     {"name": "emcee", "nwalkers": 16, "nsteps": 150}], ids=["dynesty", "emcee"])
-def test_ttv_campaign_through_boinc_is_assimilated_and_agrees_with_the_local_executor(server, oa_app, sampler):
-    app = server.app()
-    config = _ttv_config(sampler)
-    t0 = time.monotonic()
-    cid = create_campaign(app, None, "ttv", config, executor="boinc", seed=21)
-    st = _wait_done(server, app, cid, timeout=420)
-    elapsed = time.monotonic() - t0
-    assert st.status == "done" and st.counts == {"done": 2}, (st, server.logs())
-    # quorum 2 in BOINC: two valid results per work unit, both hosts' replicas compared by the validator
-    rows = server.boinc_sql("SELECT w.name, COUNT(*) FROM result r JOIN workunit w ON w.id = r.workunitid "
-                            "WHERE w.batch = :b AND r.validate_state = 1 GROUP BY w.name", b=cid)
-    assert len(rows) == 2 and all(n >= 2 for _, n in rows), rows
-    local_cid = _local_run(oa_app, config, seed=21)
-    boinc_results, local_results = _canonical(app, cid), _canonical(oa_app, local_cid)
-    assert set(boinc_results) == set(local_results) == {0, 1}
-    from validator.checks import compare_envelopes
-
-    for b in (0, 1):
-        verdict = compare_envelopes(_envelope(app, *boinc_results[b]), _envelope(oa_app, *local_results[b]))
-        assert verdict.equivalent, (b, verdict.reason)
-    print(f"{sampler['name']} campaign through BOINC: {elapsed:.0f} s")
+SAMPLERS = {"dynesty": {"name": "dynesty", "nlive": 30, "sample": "rwalk", "dlogz": 0.5},
+            "emcee": {"name": "emcee", "nwalkers": 16, "nsteps": 150}}
 
 
-def test_reprojection_tile_stack_through_boinc_equals_the_whole_frame_reprojection(server):
-    from astropy.io import fits
-
-    from app.reproject_kernel import reproject_array
+def _stack_inputs(app):
     from test_local_executor import _frame, _tan
 
-    app = server.app()
     rng = np.random.default_rng(5)
     grid_shape = (120, 120)
     grid = _tan((150.0, 2.0), 2.0, 0.0, grid_shape)
@@ -111,7 +86,51 @@ def test_reprojection_tile_stack_through_boinc_equals_the_whole_frame_reprojecti
         data, blob = _frame(rng, (130, 130), header)
         frames.append((data, header))
         keys.append({"key": app.store.put_bytes(blob).key, "zero_point": 22.0, "exptime_s": 60.0})
-    cid = create_stack_campaign(app, keys, grid, grid_shape, tile=60, replicas=1, seed=3, executor="boinc")
+    return frames, keys, grid, grid_shape
+
+
+@pytest.fixture(scope="module")
+def launched(server):
+    """The TTV campaigns (dynesty, emcee) and the stack, launched together so the client runs them side by side."""
+    app = server.app()
+    t0 = time.monotonic()
+    ids = {name: create_campaign(app, None, "ttv", _ttv_config(sampler), executor="boinc", seed=21)
+           for name, sampler in SAMPLERS.items()}
+    frames, keys, grid, grid_shape = _stack_inputs(app)
+    ids["stack"] = create_stack_campaign(app, keys, grid, grid_shape, tile=60, replicas=1, seed=3, executor="boinc")
+    return {"ids": ids, "t0": t0, "stack": (frames, grid, grid_shape)}
+
+
+@pytest.mark.parametrize("sampler", list(SAMPLERS))
+def test_ttv_campaign_through_boinc_is_assimilated_and_agrees_with_the_local_executor(server, launched, oa_app,
+                                                                                      sampler):
+    app = server.app()
+    cid = launched["ids"][sampler]
+    local_cid = _local_run(oa_app, _ttv_config(SAMPLERS[sampler]), seed=21)  # meanwhile, on this machine
+    st = _wait_done(server, app, cid, timeout=420)
+    assert st.status == "done" and st.counts == {"done": 2}, (st, server.logs())
+    print(f"{sampler} campaign through BOINC: done {time.monotonic() - launched['t0']:.0f} s after launch")
+    # quorum 2 in BOINC: two valid results per work unit, compared by the validator
+    rows = server.boinc_sql("SELECT w.name, COUNT(*) FROM result r JOIN workunit w ON w.id = r.workunitid "
+                            "WHERE w.batch = :b AND r.validate_state = 1 GROUP BY w.name", b=cid)
+    assert len(rows) == 2 and all(n >= 2 for _, n in rows), rows
+    boinc_results, local_results = _canonical(app, cid), _canonical(oa_app, local_cid)
+    assert set(boinc_results) == set(local_results) == {0, 1}
+    from validator.checks import compare_envelopes
+
+    for b in (0, 1):
+        verdict = compare_envelopes(_envelope(app, *boinc_results[b]), _envelope(oa_app, *local_results[b]))
+        assert verdict.equivalent, (b, verdict.reason)
+
+
+def test_reprojection_tile_stack_through_boinc_equals_the_whole_frame_reprojection(server, launched):
+    from astropy.io import fits
+
+    from app.reproject_kernel import reproject_array
+
+    app = server.app()
+    cid = launched["ids"]["stack"]
+    frames, grid, grid_shape = launched["stack"]
     st = _wait_done(server, app, cid, timeout=300)
     assert st.status == "done", (st, server.logs())
     with app.db.session() as s:
@@ -152,11 +171,11 @@ def test_a_work_unit_whose_app_exits_nonzero_reaches_the_assimilators_error_path
             w = s.scalars(select(WorkUnit).where(WorkUnit.name == wu_name)).one()
             return (w.state, w.error_mask) if w.state == "error" else None
     state, mask = server.wait(recorded, 300, "the failed work unit to be recorded")
-    assert mask & 2  # too many errors (the app's non-zero exit on every try)
-    (exit_status, stderr), *_ = server.boinc_sql(
-        "SELECT r.exit_status, r.stderr_out FROM result r JOIN workunit w ON w.id = r.workunitid "
-        "WHERE w.name = :n AND r.outcome = 3", n=wu_name)
-    assert exit_status == 195 and "exit" in stderr.lower()
+    assert mask & (2 | 8)  # too many errors / too many results: the app exited non-zero on every try
+    results = server.boinc_sql("SELECT r.outcome, r.exit_status, r.stderr_out FROM result r JOIN workunit w "
+                               "ON w.id = r.workunitid WHERE w.name = :n AND r.server_state = 5", n=wu_name)
+    assert results and all(outcome == 3 and status == 195 for outcome, status, _ in results), results
+    assert "exit" in results[0][2].lower()
     errors = campaign_status(app, cid).errors
     assert any(e["wu"] == wu_name and e["error_mask"] == mask for e in errors)
 
@@ -196,7 +215,7 @@ def test_a_client_stopped_mid_task_resumes_from_its_checkpoint(server):
     def running_with_progress():
         for t in server.tasks():
             if t.get("WU name", "").startswith(f"oa_c{cid}_") and t.get("active_task_state") == "EXECUTING" and float(t.get("fraction done", 0)) >= 0.15 \
-                    and float(t.get("checkpoint CPU time", 0)) > 0:
+                    and float(t.get("CPU time at last checkpoint", 0)) > 0:
                 return t
         return None
     task = server.wait(running_with_progress, 300, "a task with progress and a checkpoint")
@@ -215,3 +234,49 @@ def test_a_client_stopped_mid_task_resumes_from_its_checkpoint(server):
     # from its checkpoint: not back to 0 (the wrapper rewrites fraction done right after loading a checkpoint)
     assert float(after["fraction done"]) >= 0.5 * before > 0, (before, after)
     cancel_campaign(app, cid)
+
+
+def test_a_generator_killed_between_create_work_and_its_commit_recovers_from_boincs_workunit_table(
+        server, monkeypatch):
+    from work_generator.boinc_project import BoincProject
+    from work_generator.generate import generate, materialise
+
+    app = server.app()
+    config = _ttv_config({"name": "dynesty", "nlive": 30, "sample": "rwalk", "dlogz": 0.5})
+    # executor local: the generator daemon leaves it alone; this test plays the generator itself
+    cid = create_campaign(app, None, "ttv", config, executor="local", seed=61)
+    materialise(app, cid)
+    real_create_work = BoincProject.run_create_work
+
+    def create_work_then_die(self, call):
+        real_create_work(self, call)
+        raise KeyboardInterrupt("generator killed in the crash window")
+
+    monkeypatch.setattr(BoincProject, "run_create_work", create_work_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        generate(app, cid, project=server.project())
+    monkeypatch.setattr(BoincProject, "run_create_work", real_create_work)
+    with app.db.session() as s:
+        names = {w.name: w.state for w in s.scalars(select(WorkUnit).where(WorkUnit.campaign_id == cid))}
+    assert set(names.values()) == {"created"}
+    in_boinc = dict(server.boinc_sql("SELECT name, id FROM workunit WHERE batch = :b", b=cid))
+    assert set(in_boinc) == set(names)
+    report = generate(app, cid, project=server.project())  # the next pass (a fresh BoincProject, as after a restart)
+    assert report.recovered == 2 and report.submitted == 0
+    with app.db.session() as s:
+        rows = s.scalars(select(WorkUnit).where(WorkUnit.campaign_id == cid)).all()
+        assert {w.state for w in rows} == {"sent"} and {w.name: w.boinc_wu_id for w in rows} == in_boinc
+    assert server.boinc_sql("SELECT COUNT(*) FROM workunit WHERE batch = :b", b=cid)[0][0] == 2
+    server.project().cancel_workunits(list(names))  # free the client
+
+
+def test_boinc_status_reads_boincs_database(server):
+    from click.testing import CliRunner
+
+    from server.cli import main as cli_main
+
+    result = CliRunner().invoke(cli_main, ["boinc", "status"], env=server.settings_env())
+    assert result.exit_code == 0, result.output
+    assert "in BOINC's database" in result.output and "host 1:" in result.output
+    done = [line for line in result.output.splitlines()[1:] if " done " in line]
+    assert done  # at least the TTV campaigns above

@@ -132,13 +132,26 @@ class BoincProject:
                 raise BoincProjectError(f"{path} already exists with different content: input names must be "
                                         "unique and immutable")
         else:
+            new_dir = not path.parent.exists()
             path.parent.mkdir(parents=True, exist_ok=True)
-            atomic_write_bytes(path, data)
-            os.chmod(path, 0o644)
+            if new_dir:
+                self._give_to_project(path.parent)
+            atomic_write_bytes(path, data, mode=0o644)
+            self._give_to_project(path)
         md5_path = path.with_name(path.name + ".md5")
         if not md5_path.exists():
-            atomic_write_bytes(md5_path, f"{md5} {len(data)}\n".encode())
+            atomic_write_bytes(md5_path, f"{md5} {len(data)}\n".encode(), mode=0o644)
+            self._give_to_project(md5_path)
         return path
+
+    def _give_to_project(self, path: Path) -> None:
+        """Run as root (an admin's ``openastro boinc generate``), hand what we create in the download hierarchy to
+        the project user, who owns download/: BOINC's file_deleter (the project user) must delete it later."""
+        if os.geteuid() != 0:
+            return
+        st = self.download_dir.stat()
+        if st.st_uid != 0:
+            os.chown(path, st.st_uid, st.st_gid)
 
     # --- create_work ----------------------------------------------------------------------------------
 
