@@ -7,6 +7,7 @@
 #           boinc-client as its own instance attached over loopback. Prints KEY=VALUE lines (the env command).
 #   stop    stops everything start started, by the PID files under var/boinc-test/run.
 #   status  says what is running (exit 1 unless the client and Apache are).
+#   deploy-script   prints docs/deploy.md's ```bash deploy blocks: the deploy script start runs.
 #   client-stop, client-start   stop / restart the client alone (its tasks resume from their checkpoints).
 # Every process it starts it can stop by PID; nothing binds to anything but 127.0.0.1.
 set -euo pipefail
@@ -153,8 +154,11 @@ XML
 boinccmd_() { boinccmd --host "127.0.0.1:$RPC_PORT" --passwd "$(cat "$VAR/client/gui_rpc_auth.cfg")" "$@"; }
 
 start_client() {
-  as_user "$CLIENT_USER" boinc --dir "$VAR/client" --gui_rpc_port "$RPC_PORT" --allow_multiple_clients \
-    --redirectio >/dev/null 2>&1 &
+  # A simple command in the background (not the as_user function, which would fork a subshell): setpriv and env
+  # exec, so $! is the client's own PID.
+  setpriv --reuid="$CLIENT_USER" --regid="$CLIENT_USER" --init-groups env -i HOME="$VAR/client" LANG=C.UTF-8 \
+    PATH=/usr/local/bin:/usr/bin:/bin boinc --dir "$VAR/client" --gui_rpc_port "$RPC_PORT" \
+    --allow_multiple_clients --redirectio >/dev/null 2>&1 &
   echo $! >"$RUN/client.pid"
   for _ in $(seq 1 100); do boinccmd_ --get_cc_status >/dev/null 2>&1 && return 0; sleep 0.3; done
   log "the client did not answer on 127.0.0.1:$RPC_PORT; see $VAR/client/stdoutdae.txt"; exit 1
@@ -263,5 +267,6 @@ case "${1:-}" in
   stop) stop ;;
   status) status ;;
   env) cat "$VAR/env" ;;
+  deploy-script) deploy_script ;;   # docs/deploy.md's steps as the script start runs
   *) echo "usage: $0 build|start|stop|status|env" >&2; exit 2 ;;
 esac

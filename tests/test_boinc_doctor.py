@@ -217,3 +217,17 @@ def test_stack_outputs_of_a_campaign_without_a_stack_is_one_clear_line(oa_app):
 
 def test_finding_line_has_problem_and_fix():
     assert Finding("p", "f").line() == "PROBLEM p\n    fix: f"
+
+
+def test_the_deploy_guides_bash_blocks_are_the_script_the_test_server_runs():
+    import subprocess
+
+    root = Path(__file__).resolve().parent.parent
+    script = subprocess.run(["bash", str(root / "scripts" / "boinc-test-server.sh"), "deploy-script"],
+                            capture_output=True, text=True, check=True).stdout
+    assert subprocess.run(["bash", "-n"], input=script, text=True).returncode == 0
+    for step in ("make_project", "openastro db upgrade", "boinc package", "openastro boinc install",
+                 "openastro boinc doctor", "bin/start", "-m venv"):
+        assert step in script, step
+    guide = (root / "docs" / "deploy.md").read_text()
+    assert all(line in guide for line in script.splitlines())  # every line run is a line of the guide
