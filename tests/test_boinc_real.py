@@ -175,7 +175,9 @@ def test_a_work_unit_whose_app_exits_nonzero_reaches_the_assimilators_error_path
     results = server.boinc_sql("SELECT r.outcome, r.exit_status, r.stderr_out FROM result r JOIN workunit w "
                                "ON w.id = r.workunitid WHERE w.name = :n AND r.server_state = 5", n=wu_name)
     assert results and all(outcome == 3 and status == 195 for outcome, status, _ in results), results
-    assert "exit" in results[0][2].lower()
+    stderr = results[0][2]
+    stderr = stderr.decode("utf-8", "replace") if isinstance(stderr, bytes) else stderr  # a BLOB column
+    assert "exit" in stderr.lower()
     errors = campaign_status(app, cid).errors
     assert any(e["wu"] == wu_name and e["error_mask"] == mask for e in errors)
 
