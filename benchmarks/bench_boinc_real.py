@@ -8,7 +8,8 @@
 * round trip of a campaign: 2 bins, quorum 2, dynesty nlive 30 (what tests/test_boinc_real.py runs).
 * generation rate: ``--wus`` jobs created with one ``bin/create_work --stdin`` call into the real BOINC
   database (one staged input each), timed alone: work units per second (target >= 500). The client is told
-  `nomorework` meanwhile and the jobs are cancelled afterwards (``bin/cancel_jobs MIN MAX``).
+  `nomorework` meanwhile and the jobs are cancelled afterwards (``bin/cancel_jobs MIN MAX``). Measured last:
+  the cancelled jobs queue up at the assimilator (one ``--error 16`` process each), delaying later work.
 Starts the server if it is not running (and stops it at the end only then).
 """
 
@@ -87,12 +88,13 @@ def main() -> None:
         raise SystemExit("the real BOINC server cannot run here: missing " + ", ".join(missing))
     server = BoincServer.start(Path(args.app).absolute())
     try:
-        _generation_rate(server, args.wus)
         if not args.skip_roundtrip:
             one = small_ttv_campaign_config()
             one["bins"], one["replicas"] = one["bins"][:1], 1
             _roundtrip(server, one, "one small WU (1 bin, quorum 1, nlive 30)")
             _roundtrip(server, small_ttv_campaign_config(), "campaign (2 bins, quorum 2, nlive 30)")
+        # last: BOINC then hands every cancelled bench job to the assimilator (--error 16), one process each
+        _generation_rate(server, args.wus)
     finally:
         server.stop()
 
