@@ -25,6 +25,7 @@ BENCHMARKS = {
     "boinc": "work units generated per second; assimilation time per 100 results",
     "queue": "tasks/s through Redis vs in-process (no-op, ingest); upload-to-photometry latency",
     "app": "frozen app size, start-up time, peak memory per task kind (needs --app)",
+    "boinc_real": "real BOINC server: WU and campaign round trips, create_work --stdin WUs/s (needs --app, root)",
 }
 
 
@@ -42,6 +43,9 @@ def main(argv: list[str]) -> int:
     for name in names:
         if name == "app":
             print("== app: run `python -m benchmarks.bench_app --app DIST/openastro_app --zip` on a build")
+            continue
+        if name == "boinc_real":
+            print("== boinc_real: run `python -m benchmarks.bench_boinc_real --app DIST/openastro_app` as root")
             continue
         print(f"== {name}: {BENCHMARKS[name]}", flush=True)
         module = importlib.import_module(f"benchmarks.bench_{name}")

@@ -15,6 +15,11 @@ APT_PACKAGES=(
   zip unzip binutils strace            # app packaging (zip), glibc floor check (objdump), no-network check
   libcfitsio-bin                       # funpack: the tests check our RICE files are fpack-compatible
   openssl                              # self-signed certificate for the TLS test of `openastro serve`
+  # a real BOINC server in the tests (scripts/boinc-test-server.sh; ../shared/boinc-src/README.md)
+  autoconf automake libtool m4 make g++ libssl-dev libcurl4-openssl-dev zlib1g-dev
+  libmariadb-dev-compat nlohmann-json3-dev libzip-dev python3-mysqldb python-is-python3
+  apache2 libapache2-mod-php php php-cli php-mysql php-xml php-gd
+  boinc-client                         # the Debian client, attached to the test project over loopback
 )
 
 missing=()

@@ -55,7 +55,7 @@ def make_fake_project(root: Path) -> Path:
         (root / d).mkdir(parents=True, exist_ok=True)
     (root / "config.xml").write_text(CONFIG_XML.format(root=root, host=HOST))
     (root / "project.xml").write_text(PROJECT_XML)
-    for tool in ("create_work", "stage_file", "dir_hier_path", "xadd", "update_versions"):
+    for tool in ("create_work", "stage_file", "dir_hier_path", "xadd", "update_versions", "cancel_jobs"):
         path = root / "bin" / tool
         path.write_text(f"#!/bin/sh\nexec '{sys.executable}' '{TOOLS_SCRIPT}' {tool} \"$@\"\n")
         path.chmod(0o755)

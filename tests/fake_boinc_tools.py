@@ -309,11 +309,17 @@ def xadd(args: list[str]) -> int:
 def update_versions(args: list[str]) -> int:
     root = project_root()
     state = db_load(root, "apps", {"apps": [], "platforms": []})
-    answer = sys.stdin.readline().strip().lower()
-    if answer not in ("y", "yes"):
-        raise Refused("update_versions: not confirmed")
+    unknown = [a for a in args if a != "--noconfirm"]
+    if unknown:
+        raise Refused(f"update_versions: unknown option {unknown[0]}")
     versions = db_load(root, "versions", [])
     for version_xml in sorted((root / "apps").glob("*/*/*/version.xml")):
+        # The real tool asks per version ("Add this version?") and per file to sign; an unanswered
+        # question (end of input) installs nothing: it registers only with every answer, or --noconfirm.
+        if "--noconfirm" not in args:
+            for question in ("sign files", "add this version"):
+                if sys.stdin.readline().strip().lower() not in ("y", "yes"):
+                    raise Refused(f"update_versions: {question}? not confirmed (no version registered)")
         platform_dir = version_xml.parent
         app, version, platform = platform_dir.parts[-3:]
         if app not in state["apps"] or platform not in state["platforms"]:
@@ -329,7 +335,23 @@ def update_versions(args: list[str]) -> int:
     return 0
 
 
-TOOLS = {"create_work": create_work, "stage_file": stage_file, "dir_hier_path": dir_hier_path, "xadd": xadd,
+def cancel_jobs(args: list[str]) -> int:
+    root = project_root()
+    if len(args) != 2:
+        raise Refused("Usage: cancel_jobs min-ID max-ID\nor cancel_jobs --name wuname")
+    if args[0] != "--name":
+        raise Refused("this stand-in only takes --name wuname")
+    jobs = db_load(root, "workunits", [])
+    for job in jobs:
+        if job["name"] == args[1]:
+            job["error_mask"] = job.get("error_mask", 0) | 16
+            db_save(root, "workunits", jobs)
+            return 0
+    print(f"No workunit named '{args[1]}'", file=sys.stderr)
+    return 1
+
+
+TOOLS = {"cancel_jobs": cancel_jobs, "create_work": create_work, "stage_file": stage_file, "dir_hier_path": dir_hier_path, "xadd": xadd,
          "update_versions": update_versions}
 
 

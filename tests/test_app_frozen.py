@@ -37,45 +37,7 @@ MAKERS = {"reproject-tile": aw.reproject_tile_workunit, "ttv-nested": aw.ttv_nes
 
 # --- fixtures -----------------------------------------------------------------------------------
 
-# A prebuilt bundle instead of a build per session (e.g. the old-glibc release build,
-# dist/oldglibc/openastro_app)
-FROZEN_APP_VAR = "OPENASTRO_TEST_FROZEN_APP"
-
-
-def prebuilt_bundle_executable(var: str, value: str) -> Path:
-    """The executable of the onedir bundle ``value`` names (the directory or its executable).
-
-    Fails the session with one clear message when the path is not such a bundle.
-    """
-    path = Path(value).expanduser().absolute()  # absolute: the tests run it from slot dirs
-    exe = path if path.is_file() else path / "openastro_app"
-    bundle = exe.parent
-    if not path.exists():
-        problem = "does not exist"
-    elif path.is_file() and path.name != "openastro_app":
-        problem = "is a file but not the bundle's openastro_app executable"
-    elif not exe.is_file():
-        problem = "holds no openastro_app executable"
-    elif not os.access(exe, os.X_OK):
-        problem = f"{exe} is not executable"
-    elif not (bundle / "_internal").is_dir():
-        problem = f"{bundle} has no _internal/ directory, so it is not a PyInstaller onedir bundle"
-    else:
-        return exe
-    pytest.fail(f"{var}={value}: {problem}; expected an onedir bundle directory named openastro_app "
-                f"(e.g. dist/oldglibc/openastro_app) or its openastro_app executable", pytrace=False)
-
-
-@pytest.fixture(scope="session")
-def frozen_app(tmp_path_factory) -> Path:
-    """Path of the frozen executable: built once per session unless a bundle is given (above)."""
-    given = os.environ.get(FROZEN_APP_VAR)
-    if given:
-        return prebuilt_bundle_executable(FROZEN_APP_VAR, given)
-    from server.boinc.package import build_frozen_app
-
-    bundle = build_frozen_app(tmp_path_factory.mktemp("frozen_build"))
-    return bundle / "openastro_app"
+# frozen_app (session-scoped, shared with tests/test_boinc_real.py) is in tests/conftest.py.
 
 
 @pytest.fixture(scope="module")

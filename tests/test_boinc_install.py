@@ -56,7 +56,7 @@ def test_install_lays_out_launchers_templates_daemons_and_registers_the_app(tmp_
     assert "<!-- written by make_project -->" in (project / "config.xml").read_text()  # comments kept
     assert APP_NAME in fake_db(project, "apps")["apps"]
     assert {"app": APP_NAME, "version": "1.00", "platform": "x86_64-pc-linux-gnu"} in fake_db(project, "versions")
-    assert report.commands_run == ["bin/xadd", "bin/update_versions"]
+    assert report.commands_run == ["bin/xadd", "bin/update_versions --noconfirm"]
     # the launchers reach this installation's programs and database, run as BOINC runs them
     proc = run_as_boinc(project, ASSIMILATE_SCRIPT, "--error", 2, "oa_nobody", 1, 1)
     assert proc.returncode == 0 and "not in the OpenAstro database" in proc.stderr
@@ -106,6 +106,9 @@ def test_campaign_cli_launch_generate_status_cancel(tmp_path, oa_app):
     result = runner.invoke(cli_main, ["campaign", "status", "1"], env=env)
     assert result.exit_code == 0 and "running" in result.output
     result = runner.invoke(cli_main, ["campaign", "cancel", "1"], env=env)
+    assert result.exit_code == 1 and "OPENASTRO_BOINC_PROJECT_DIR" in result.output  # BOINC's jobs must go too
+    result = runner.invoke(cli_main, ["campaign", "cancel", "1"], env=dict(env, OPENASTRO_BOINC_PROJECT_DIR=str(project)))
     assert result.exit_code == 0 and f"{n_bins} unfinished" in result.output
+    assert all(job["error_mask"] & 16 for job in fake_db(project, "workunits"))  # cancelled in BOINC too
     result = runner.invoke(cli_main, ["results", "posterior", "1"], env=env)
     assert result.exit_code == 1 and "no combined posterior yet" in result.output

@@ -41,7 +41,15 @@ def project(tmp_path, oa_app):
     write_templates(root / "templates")
     (root / "project.xml").write_text((REPO_TEMPLATES_DIR.parent / "project.xml").read_text())
     assert run_tool(root, "xadd").returncode == 0
-    return BoincProject(root)
+    return BoincProject(root, workunit_index=fake_workunit_index(root))
+
+
+def fake_workunit_index(root):
+    """The stand-in's workunit table (fake_db/workunits.json), looked up like BOINC's: {name: id}."""
+    def lookup(names):
+        ids = {w["name"]: i + 1 for i, w in enumerate(fake_db(root, "workunits") or [])}
+        return {n: ids[n] for n in names if n in ids}
+    return lookup
 
 
 def test_repository_templates_are_the_rendered_ones_and_never_set_resource_estimates():
@@ -206,3 +214,36 @@ def test_staging_refuses_a_different_file_under_an_existing_name(project, tmp_pa
 def test_our_fanout_matches_dir_hier_path(project):
     printed = run_tool(project.root, "dir_hier_path", "oa_probe.fits").stdout.strip()
     assert printed == str(project.download_dir / fanout_dir("oa_probe.fits") / "oa_probe.fits")
+
+
+def test_a_generator_killed_between_create_work_and_its_commit_is_recovered_from_boincs_workunit_table(
+        oa_app, project, monkeypatch):
+    cid = create_campaign(oa_app, "wg-crash", "ttv", ttv_config(), executor="boinc", seed=44)
+    real_create_work = BoincProject.run_create_work
+
+    def create_work_then_die(self, call):
+        real_create_work(self, call)
+        raise KeyboardInterrupt("killed in the crash window")  # before the rows are marked sent
+
+    monkeypatch.setattr(BoincProject, "run_create_work", create_work_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        generate(oa_app, cid, project=project, estimate=linear_estimate)
+    monkeypatch.setattr(BoincProject, "run_create_work", real_create_work)
+    with oa_app.db.session() as session:
+        assert {w.state for w in session.query(WorkUnit).filter_by(campaign_id=cid)} == {"created"}
+    assert len(fake_db(project.root, "workunits")) == 2  # the jobs are in BOINC
+    again = generate(oa_app, cid, project=project, estimate=linear_estimate)
+    assert again.recovered == 2 and again.submitted == 0 and again.calls == []
+    assert "2 found already in BOINC" in again.line()
+    with oa_app.db.session() as session:
+        rows = session.query(WorkUnit).filter_by(campaign_id=cid).all()
+        assert {w.state for w in rows} == {"sent"} and all(w.boinc_wu_id for w in rows)
+    assert len(fake_db(project.root, "workunits")) == 2  # nothing created twice
+
+
+def test_fresh_rows_cost_no_lookup_in_boincs_database(oa_app, project):
+    calls = []
+    project._workunit_index = lambda names: calls.append(list(names)) or {}
+    cid = create_campaign(oa_app, "wg-fresh", "ttv", ttv_config(), executor="boinc", seed=45)
+    report = generate(oa_app, cid, project=project, estimate=linear_estimate)
+    assert report.submitted == 2 and calls == []

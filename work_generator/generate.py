@@ -9,9 +9,9 @@ Two steps, both idempotent:
 2. **submit** (:func:`submit_to_boinc`): stage the inputs of rows in state ``created`` into the project's
    download hierarchy and create the jobs in bulk (``bin/create_work --stdin``), then mark them ``sent``.
 
-If the process dies between ``create_work`` and the commit that marks the rows ``sent``, the next pass
-would submit them again and ``create_work`` refuses the duplicate names: the rows stay ``created`` and
-``openastro boinc status`` shows them; see docs/deploy.md (recovery).
+If the process dies between ``create_work`` and the commit that marks the rows ``sent``, the next pass finds
+those jobs in BOINC's own ``workunit`` table (only for rows whose inputs are already staged) and marks the
+rows ``sent`` itself instead of submitting them again (:func:`_recover_submitted`).
 
 The daemon (:func:`run_daemon`) repeats both steps for every campaign whose executor is ``boinc`` (or only
 ``--campaign N``), honouring BOINC's ``stop_daemons`` file, ``--one_pass``, ``--dry_run`` and ``--mod N R``
@@ -40,11 +40,15 @@ class GenerateReport:
     planned: int = 0
     inserted: int = 0
     submitted: int = 0
+    recovered: int = 0
     calls: list[CreateWorkCall] = field(default_factory=list)
 
     def line(self) -> str:
-        return (f"campaign {self.campaign_id}: {self.planned} work units planned, {self.inserted} new, "
+        line = (f"campaign {self.campaign_id}: {self.planned} work units planned, {self.inserted} new, "
                 f"{self.submitted} submitted in {len(self.calls)} create_work call(s)")
+        if self.recovered:
+            line += f", {self.recovered} found already in BOINC (marked sent)"
+        return line
 
 
 def _load_frames(app, config: dict) -> list[FrameInput]:
@@ -140,6 +144,9 @@ def submit_to_boinc(app, project: BoincProject, campaign_id: int, *,
             res = Resources(**wu.input_files["resources"])
             groups[(tuple(wu.input_files["templates"]), res.cost_class())].append(wu)
         for (templates, cost), wus in sorted(groups.items(), key=lambda kv: kv[1][0].id):
+            wus = _recover_submitted(project, wus, report)
+            if not wus:
+                continue
             call = project.create_work_call([(wu.name, _ordered_physical(wu)) for wu in wus],
                                             wu_template=templates[0], result_template=templates[1],
                                             batch=campaign_id, fpops_est=cost[0], fpops_bound=cost[1],
@@ -150,11 +157,31 @@ def submit_to_boinc(app, project: BoincProject, campaign_id: int, *,
                     with app.store.open(meta["key"]) as fh:
                         project.stage_bytes(meta["physical"], fh.read())
             project.run_create_work(call)
+            # (a crash here leaves the rows `created` with their jobs in BOINC: _recover_submitted on the next pass)
             for wu in wus:
                 wu.state = "sent"
             session.flush()
             report.submitted += len(wus)
     return report
+
+
+def _recover_submitted(project: BoincProject, wus: list[WorkUnit], report: GenerateReport) -> list[WorkUnit]:
+    """Close the crash window between ``create_work`` and the commit that marks rows ``sent``.
+
+    Rows whose inputs are all staged may have been submitted by a pass that died before its commit: those that
+    BOINC's ``workunit`` table already holds are marked ``sent`` (with BOINC's id) here instead of being submitted
+    again (``create_work`` would refuse the duplicate names). Fresh rows (nothing staged) cost no query.
+    Returns the rows still to submit."""
+    maybe = [wu for wu in wus if all(project.is_staged(p) for p in _ordered_physical(wu))]
+    if not maybe:
+        return wus
+    known = project.workunit_ids([wu.name for wu in maybe])
+    for wu in maybe:
+        if wu.name in known:
+            wu.state = "sent"
+            wu.boinc_wu_id = known[wu.name]
+            report.recovered += 1
+    return [wu for wu in wus if wu.name not in known]
 
 
 def generate(app, campaign_id: int, *, project: BoincProject | None = None, dry_run: bool = False,
@@ -211,7 +238,7 @@ def run_daemon(app, project: BoincProject, *, one_pass: bool = False, dry_run: b
             if project.stop_requested():
                 break
             report = generate(app, cid, project=project, dry_run=dry_run)
-            if report.inserted or report.submitted or dry_run:
+            if report.inserted or report.submitted or report.recovered or dry_run:
                 echo(report.line())
             if dry_run:
                 for call in report.calls:

@@ -222,15 +222,35 @@ def work_unit_table(app, campaign_id: int | None = None) -> list[dict]:
         return rows
 
 
-def cancel_campaign(app, campaign_id: int) -> int:
+def cancel_campaign(app, campaign_id: int, *, project=None) -> int:
     """Mark the campaign and its unfinished work units cancelled; returns how many work units changed.
 
-    On a BOINC server, also cancel the jobs there (docs/deploy.md): their results are then ignored here.
-    """
+    A BOINC campaign's jobs are cancelled in BOINC first (``bin/cancel_jobs`` over id ranges holding only this
+    campaign's work units; BOINC then reports them to the assimilator as ``--error 16``, recorded as cancelled).
+    ``project``: the BoincProject (default: the ``boinc_project_dir`` setting, when set)."""
     with app.db.session() as session:
         campaign = session.get(Campaign, campaign_id)
         if campaign is None:
             raise CampaignError(f"no campaign with id {campaign_id}")
+        executor = campaign.executor
+        open_names = list(session.scalars(select(WorkUnit.name).where(WorkUnit.campaign_id == campaign_id,
+                                                                      WorkUnit.state.in_(("created", "sent")))))
+    if executor == "boinc" and open_names:
+        if project is None and app.settings.boinc_project_dir:
+            from work_generator.boinc_project import BoincProject
+
+            project = BoincProject(app.settings.boinc_project_dir)
+        if project is None:
+            raise CampaignError(f"campaign {campaign_id} runs on BOINC but no BOINC project is configured: set "
+                                "OPENASTRO_BOINC_PROJECT_DIR so its jobs can be cancelled there too")
+        from work_generator.boinc_project import BoincProjectError
+
+        try:
+            project.cancel_workunits(open_names)
+        except BoincProjectError as exc:
+            raise CampaignError(f"cancelling campaign {campaign_id}'s jobs in BOINC failed: {exc}") from None
+    with app.db.session() as session:
+        campaign = session.get(Campaign, campaign_id)
         rows = list(session.scalars(select(WorkUnit).where(WorkUnit.campaign_id == campaign_id,
                                                            WorkUnit.state.in_(("created", "sent")))))
         for wu in rows:

@@ -14,7 +14,10 @@ What it does (each step idempotent; nothing that exists with different content i
    generator daemon.
 4. ``project.xml``: the app and platforms of this repository's ``project.xml`` merged in, for ``bin/xadd``.
 5. ``apps/``: app versions laid out by ``openastro boinc package`` copied in, for ``bin/update_versions``;
-   then ``bin/xadd`` and ``bin/update_versions`` are run (unless ``register=False``).
+   then ``bin/xadd`` and ``bin/update_versions --noconfirm`` are run (unless ``register=False``).
+
+Every file it writes is world-readable (launchers 0755, the rest 0644): the scheduler CGI runs as the web
+server's user. It refuses launchers whose programs the project user (``config.xml``'s owner) cannot run.
 """
 
 from __future__ import annotations
@@ -38,8 +41,32 @@ REPO_PROJECT_XML = REPO_ROOT / "project.xml"
 THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS")
 
 
+LAUNCHERS = (VALIDATE_INIT_SCRIPT, VALIDATE_COMPARE_SCRIPT, ASSIMILATE_SCRIPT, WORK_GENERATOR_SCRIPT)
+READABLE = 0o644  # what the daemons and the scheduler CGI (the web server's user) read
+
+
 class InstallError(RuntimeError):
     """The project directory cannot take the installation."""
+
+
+def _make_readable(root: Path) -> None:
+    """a+rX under ``root``: app-version files are read by update_versions and served to clients."""
+    for dirpath, _, filenames in os.walk(root):
+        os.chmod(dirpath, os.stat(dirpath).st_mode | 0o555)
+        for name in filenames:
+            path = os.path.join(dirpath, name)
+            os.chmod(path, os.stat(path).st_mode | 0o444)
+
+
+def check_launchers_runnable(project: Path) -> None:
+    """Refuse launchers whose programs the project user (config.xml's owner) cannot run."""
+    from server.boinc import access
+
+    owner = access.project_owner(project)
+    problems = access.launcher_problems(project, LAUNCHERS, owner)
+    if problems:
+        raise InstallError("; ".join(f"{name}: {problem}" for name, problem in problems)
+                           + f". BOINC's daemons run the launchers as {owner.name}. Fix: {access.RUNNABLE_FIX}")
 
 
 def _program(name: str) -> list[str]:
@@ -82,8 +109,7 @@ def write_launchers(bin_dir: Path, env: Mapping[str, str], project_dir: Path | N
         path = bin_dir / name
         if path.is_file() and path.read_text(encoding="utf-8") == text:
             continue
-        atomic_write_bytes(path, text.encode("utf-8"))
-        os.chmod(path, 0o755)
+        atomic_write_bytes(path, text.encode("utf-8"), mode=0o755)
         written.append(path)
     return written
 
@@ -140,7 +166,9 @@ def add_daemons(config_path: Path, entries: list[DaemonEntry]) -> list[DaemonEnt
         backup = config_path.with_name("config.xml.before-openastro")
         if not backup.exists():
             shutil.copy2(config_path, backup)
-        atomic_write_bytes(config_path, ET.tostring(root, encoding="unicode").encode("utf-8") + b"\n")
+        # 0644: the scheduler CGI runs as the web server's user and must read config.xml
+        atomic_write_bytes(config_path, ET.tostring(root, encoding="unicode").encode("utf-8") + b"\n",
+                           mode=READABLE)
     return added
 
 
@@ -164,7 +192,7 @@ def merge_project_xml(target: Path, source: Path = REPO_PROJECT_XML) -> list[str
                 added.append(f"{tag} {name}")
     if added:
         ET.indent(tree, space="    ")
-        atomic_write_bytes(target, ET.tostring(root, encoding="unicode").encode("utf-8") + b"\n")
+        atomic_write_bytes(target, ET.tostring(root, encoding="unicode").encode("utf-8") + b"\n", mode=READABLE)
     return added
 
 
@@ -188,6 +216,7 @@ def copy_app_versions(apps_dir: Path, project_dir: Path) -> list[Path]:
             continue
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copytree(platform_dir, target)
+        _make_readable(target)
         copied.append(target)
     return copied
 
@@ -220,10 +249,15 @@ def install(project_dir: str | os.PathLike[str], env: Mapping[str, str], *, apps
                            "BOINC's make_project first")
     report = InstallReport()
     report.launchers = write_launchers(project / "bin", env, project_dir=project)
+    check_launchers_runnable(project)
     try:
         report.templates = write_templates(project / "templates")
     except ValueError as exc:
         raise InstallError(str(exc)) from None
+    for template in report.templates:
+        os.chmod(template, READABLE)
+    for directory in (project / "bin", project / "templates"):  # mkdir under a strict umask gives 0700
+        os.chmod(directory, os.stat(directory).st_mode | 0o555)
     report.daemons = add_daemons(project / "config.xml", daemon_entries())
     report.project_xml = merge_project_xml(project / "project.xml")
     if apps_dir is not None:
@@ -234,6 +268,6 @@ def install(project_dir: str | os.PathLike[str], env: Mapping[str, str], *, apps
                 raise InstallError(f"{project / 'bin' / tool} is missing: is this a BOINC project directory?")
         report.commands_run.append(_run_tool(project, ["bin/xadd"]))
         if apps_dir is not None or (project / "apps" / APP_NAME).is_dir():
-            # update_versions asks for confirmation on stdin
-            report.commands_run.append(_run_tool(project, ["bin/update_versions"], stdin="y\n"))
+            # --noconfirm: update_versions asks one question per version and file otherwise
+            report.commands_run.append(_run_tool(project, ["bin/update_versions", "--noconfirm"], stdin=""))
     return report

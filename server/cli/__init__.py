@@ -27,10 +27,33 @@ class OpenAstroGroup(click.Group):
     """Turns the domain errors every command can hit into one line and exit code 1."""
 
     def invoke(self, ctx: click.Context):
+        from sqlalchemy.exc import OperationalError, ProgrammingError
+
         try:
             return super().invoke(ctx)
         except DOMAIN_ERRORS as exc:
             raise click.ClickException(str(exc)) from None
+        except (OperationalError, ProgrammingError) as exc:
+            message = str(exc.orig if getattr(exc, "orig", None) is not None else exc)
+            if not _missing_table(message):
+                raise
+            url = ctx.obj.settings.resolved_database_url if isinstance(ctx.obj, OpenAstro) else "the database"
+            raise click.ClickException(f"the database has no OpenAstro tables yet ({message.splitlines()[0]}): run "
+                                       f"`openastro db upgrade` first (database {_safe_url(url)})") from None
+
+
+def _missing_table(message: str) -> bool:
+    # SQLite: "no such table: campaigns"; MariaDB/MySQL: (1146, "Table 'db.campaigns' doesn't exist")
+    return "no such table" in message or ("1146" in message and "doesn't exist" in message)
+
+
+def _safe_url(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # noqa: BLE001 - only for the message
+        return "(unparsable URL)"
 
 
 @click.group(cls=OpenAstroGroup, context_settings={"help_option_names": ["-h", "--help"]})

@@ -132,9 +132,13 @@ def install_cmd(app, project_dir, apps_dir, no_register) -> None:
 
 @boinc.command("status")
 @click.option("--campaign", "campaign_id", type=int, default=None, help="Only this campaign.")
+@click.option("--project-dir", "project_dir", type=click.Path(file_okay=False), default=None,
+              help="BOINC project root whose database to read too (default: the boinc_project_dir setting).")
 @click.pass_obj
-def status_cmd(app, campaign_id) -> None:
-    """Work units by state, per campaign."""
+def status_cmd(app, campaign_id, project_dir) -> None:
+    """Work units by state per campaign, in OpenAstro's database and in BOINC's own."""
+    import time
+
     from server.boinc.campaigns import work_unit_table
 
     rows = work_unit_table(app, campaign_id)
@@ -147,3 +151,46 @@ def status_cmd(app, campaign_id) -> None:
     for row in rows:
         click.echo(f"{row['id']:>4}  {row['name'][:28]:<28} {row['kind']:<6} {row['executor']:<8} "
                    f"{row['status']:<10} " + " ".join(f"{row['counts'].get(s, 0):>9}" for s in states))
+    project_dir = project_dir or app.settings.boinc_project_dir
+    boinc_ids = [r["id"] for r in rows if r["executor"] == "boinc"]
+    if not project_dir or not boinc_ids:
+        return
+    from work_generator.boinc_project import BoincProject, BoincProjectError
+
+    try:
+        summaries = BoincProject(project_dir).batch_summaries(boinc_ids)
+    except BoincProjectError as exc:
+        click.echo(f"BOINC's database: {exc}")
+        return
+    click.echo("")
+    click.echo("in BOINC's database (results of each campaign's work units):")
+    click.echo(f"{'id':>4}  {'WUs':>5} {'WU err':>6} {'assim':>6}  {'unsent':>6} {'in prog':>7} {'valid':>6} "
+               f"{'invalid':>7} {'error':>6}  oldest in progress   results per host")
+    now = time.time()
+    for cid in boinc_ids:
+        b = summaries[cid]
+        oldest = "-" if b.oldest_in_progress_sent is None else \
+            f"{(now - b.oldest_in_progress_sent) / 60:.1f} min ago"
+        hosts = ", ".join(f"host {h}: {n}" for h, n in sorted(b.results_per_host.items())) or "-"
+        click.echo(f"{cid:>4}  {b.workunits:>5} {b.workunits_error:>6} {b.workunits_assimilated:>6}  {b.unsent:>6} "
+                   f"{b.in_progress:>7} {b.valid:>6} {b.invalid:>7} {b.error:>6}  {oldest:<19}  {hosts}")
+
+
+@boinc.command("doctor")
+@click.option("--project-dir", "project_dir", type=click.Path(file_okay=False), default=None,
+              help="BOINC project root (default: the boinc_project_dir setting).")
+@click.pass_obj
+def doctor_cmd(app, project_dir) -> None:
+    """Check a BOINC project for what stops OpenAstro's jobs; print each problem and its fix."""
+    from server.boinc.doctor import diagnose
+
+    project_dir = project_dir or app.settings.boinc_project_dir
+    if not project_dir:
+        raise click.ClickException("no BOINC project directory: pass --project-dir or set OPENASTRO_BOINC_PROJECT_DIR")
+    findings = diagnose(project_dir, app.settings)
+    for finding in findings:
+        click.echo(finding.line())
+    if findings:
+        raise click.ClickException(f"{len(findings)} problem(s) in {project_dir}")
+    click.echo(f"ok: {project_dir} passes every check (file modes, launchers, app version, databases, "
+               "object store and var dir, daemons for this host)")

@@ -41,6 +41,7 @@ def launch(app: OpenAstro, times, priors_path, bins, replicas, sampler, nlive, e
     from server.boinc.campaigns import CampaignError, create_campaign, ttv_campaign_config
     from server.timeseries.transit_times import load_transit_time_table
 
+    app.db.require_current_schema()
     try:
         prior_config = read_config_file(priors_path)
     except ValueError as exc:
@@ -176,7 +177,7 @@ def status(app: OpenAstro, campaign_id: int, follow: bool, interval: float) -> N
 @click.argument("campaign_id", type=int)
 @click.pass_obj
 def cancel(app: OpenAstro, campaign_id: int) -> None:
-    """Cancel a campaign: unfinished work units are not run (BOINC: see docs/deploy.md)."""
+    """Cancel a campaign: unfinished work units are not run (on BOINC their jobs are cancelled there too)."""
     from server.boinc.campaigns import CampaignError, cancel_campaign
 
     try:

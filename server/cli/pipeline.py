@@ -173,3 +173,25 @@ def stack(app: OpenAstro, target: str, band: str, executor: str | None, tile: in
         raise click.ClickException(f"{progress.error} of {progress.total} tile work units failed")
     for kind, path in export_stack(app, plan.campaign_id).items():
         click.echo(f"{kind:<12} {path}")
+
+
+@pipeline.command("stack-outputs")
+@click.argument("campaign_id", type=int)
+@click.pass_obj
+def stack_outputs_cmd(app: OpenAstro, campaign_id: int) -> None:
+    """Print the output files of the stack of campaign CAMPAIGN_ID (local or BOINC): image, uncertainty, coverage."""
+    from sqlalchemy.exc import NoResultFound
+
+    from server.pipeline.stacks import stack_outputs
+
+    app.db.require_current_schema()
+    try:
+        out = stack_outputs(app, campaign_id)
+    except NoResultFound:
+        raise click.ClickException(f"campaign {campaign_id} has no stack (is it a stack campaign?)") from None
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+    for kind, path in out["paths"].items():
+        click.echo(f"{kind:<12} {path}")
+    if out.get("frames_failed"):
+        click.echo(f"frames failed: {', '.join(str(f) for f in out['frames_failed'])}")

@@ -10,11 +10,13 @@ the same bytes twice returns the same key.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import hashlib
 import os
 import shutil
+import stat
 import tempfile
 import time
 from dataclasses import dataclass
@@ -94,7 +96,7 @@ class LocalObjectStore:
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = Path(root)
         try:
-            (self.root / "tmp").mkdir(parents=True, exist_ok=True)
+            self._mkdirs(self.root / "tmp")
         except OSError as exc:
             raise StorageError(f"cannot create the object store at {self.root}: {exc.strerror}") from None
         if not os.access(self.root, os.W_OK) or not os.access(self.root / "tmp", os.W_OK):
@@ -106,6 +108,24 @@ class LocalObjectStore:
     def __repr__(self) -> str:
         return f"LocalObjectStore({str(self.root)!r})"
 
+    @staticmethod
+    def _mkdirs(directory: Path) -> None:
+        """``mkdir -p``, keeping a shared tree shared: when the nearest existing ancestor is setgid (the object
+        store and var dir as docs/deploy.md sets them up: group-writable, setgid), new directories get its mode
+        whatever the umask, so whoever runs an admin command (root, say), the directories stay writable for the
+        group and BOINC's daemons (the project user) are not locked out."""
+        missing = []
+        d = Path(os.path.abspath(directory))
+        while not d.exists() and d.parent != d:
+            missing.append(d)
+            d = d.parent
+        Path(directory).mkdir(parents=True, exist_ok=True)
+        mode = d.stat().st_mode
+        if mode & stat.S_ISGID:
+            for new in reversed(missing):
+                with contextlib.suppress(OSError):  # a concurrent writer made it: its mode is right too
+                    os.chmod(new, stat.S_IMODE(mode))
+
     # --- writing --------------------------------------------------------------------------------------
 
     def _commit(self, tmp_path: Path, sha: str, size: int) -> StoredObject:
@@ -114,7 +134,7 @@ class LocalObjectStore:
         if final.exists():
             tmp_path.unlink(missing_ok=True)
             return StoredObject(key, sha, size, created=False)
-        final.parent.mkdir(parents=True, exist_ok=True)
+        self._mkdirs(final.parent)
         os.chmod(tmp_path, 0o444)
         # os.link fails if the target appeared meanwhile (a concurrent put of the same bytes): never overwrite.
         try:
