@@ -14,10 +14,13 @@ elements would hold at a time set by the prior's lower period edge, and the nomi
 (benchmarks/ttv_coverage.py measures both).  b's period prior is +-1%: b's osculating period is 0.5%
 above its mean period, so +-0.5% would exclude the truth in most realisations.
 
-At nlive 40, rwalk can settle on a secondary mode ~2,400 ln L below the true peak, depending on the
-sampler seed (on this data seed 4 did in a one-off run, flagged by chi^2/N; the test's seed 3 finds
-the peak). The test asserts that model 1 is not flagged for chi^2/N, so a change that makes the
-sampler miss fails here as "missed the peak", not as a puzzling posterior offset.
+At nlive 40, rwalk can settle on a secondary mode ~2,400 ln L below the true peak (chi^2/N ~ 57), depending
+on the sampler seed and on the last bits of libm's results, which differ between CPUs: the same seed 3 found
+the peak on one machine and missed it on another. So the fixture lets the inference do what it does in
+production: two runs per bin, a flagged winning bin is run again with new seeds (``missed_peak_reruns``, here up
+to 3 times) and runs that missed the peak are not merged. One attempt missed in 2 of 5 tries here (seeds 3-5 and a
+rerun, nlive 40), so the chance that all eight attempts miss is well under 1%. The test then asserts that model 1 is not flagged, so an inference that
+never finds the peak fails as "missed the peak", not as a puzzling posterior offset.
 """
 import numpy as np
 import pandas as pd
@@ -41,7 +44,8 @@ def _table(system):
 @pytest.fixture(scope="module")
 def injected():
     system = kepler88_like(np.random.default_rng(2), n_transits=100)
-    cfg = dict(CONFIG, known_period_width=0.01, reference_time=system.t_start)
+    cfg = dict(CONFIG, known_period_width=0.01, reference_time=system.t_start, runs_per_bin=2,
+               missed_peak_reruns=3)
     return system, run_ttv_inference(_table(system), cfg)
 
 
@@ -57,7 +61,7 @@ def test_injected_perturber_mass_and_period_within_two_sigma(injected):
     assert abs(post["pert.mass_mjup"].median() - 0.65) < 0.01
     # the sampler found the true likelihood peak: a run stuck on the secondary mode (chi^2/N ~ 50)
     # would be flagged, and its posterior would miss the truth by tens of sigma
-    assert not [f for f in res["flags"] if f.startswith("model 1")], res["flags"]
+    assert not [f for f in res["flags"] if f.startswith("model 1: best fit")], res["flags"]
 
 
 @pytest.mark.slow
@@ -143,15 +147,20 @@ def test_runs_far_below_their_bins_best_run_are_not_merged():
 
 
 def test_a_flagged_winning_bin_is_run_again_with_new_seeds_and_only_that_bin():
+    """Only the best run of all counts: model 0 fitting worse than model 1 is the wrong model, not a miss."""
     from server.ttv.inference import _reruns
 
     bins = [type("B", (), {"index": i})() for i in range(2)]
     tasks = [{"model": 1, "bin": bins[i], "run": 0, "seed": [3, 1, i, 0],
               "spec": {"label": {"model": 1, "bin": i, "run": 0}}} for i in range(2)]
+    tasks.append({"model": 0, "bin": None, "run": 0, "seed": [3, 0, -1, 0],
+                  "spec": {"label": {"model": 0, "bin": None, "run": 0}}})
     norm, n_obs = 0.0, 100
-    flagged = [_Run(-0.5 * 56.7 * n_obs), _Run(-0.5 * 900.0 * n_obs)]  # best chi2/N = 56.7 in bin 0
+    flagged = [_Run(-0.5 * 56.7 * n_obs), _Run(-0.5 * 900.0 * n_obs),  # best chi2/N = 56.7 in bin 0
+               _Run(-0.5 * 96086.0 * n_obs)]
     extra = _reruns(tasks, flagged, 1, {"chi2_flag": 10.0}, norm, n_obs)
     assert [(t["bin"].index, t["attempt"], t["spec"]["label"]["attempt"]) for t in extra] == [(0, 1, 1)]
     assert extra[0]["seed"] != tasks[0]["seed"]
-    found = [_Run(-0.5 * 1.1 * n_obs), _Run(-0.5 * 900.0 * n_obs)]  # the winning bin fits: nothing to rerun
+    found = [_Run(-0.5 * 1.1 * n_obs), _Run(-0.5 * 900.0 * n_obs),  # the winning bin fits: nothing to rerun
+             _Run(-0.5 * 96086.0 * n_obs)]
     assert _reruns(tasks, found, 1, {"chi2_flag": 10.0}, norm, n_obs) == []
