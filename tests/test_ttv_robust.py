@@ -172,10 +172,12 @@ def test_wide_prior_kepler88_like_dynesty_run_finishes_and_recovers_the_perturbe
     """The issue's failing run, sized to finish in ~30 s of CPU: a Kepler-88-like system (40 transits of b,
     sigma 3-6 min, data seed 2), b's elements fixed at the truth and the perturber's eccentricity too (0.04,
     250 deg), free: perturber mass (log-uniform 1-2000 Earth masses), period (log-uniform 14-40 d: the whole wide
-    prior, through the region where TTVFast fails) and phase.  dynesty rwalk, nlive 100, dlogz 0.5, sampler
-    seed 1.  At nlive 100 this is seed-dependent (docs/ttv.md "Wide-prior run": seeds 2 and 3 settle on a mode
-    at 16.39 d, 530 in ln L below the peak), so the test asserts that the peak was found (chi^2/N < 2) before
-    comparing with the truth (within 3 sigma)."""
+    prior, through the region where TTVFast fails) and phase.  dynesty rwalk, nlive 100, dlogz 0.5.  A single run
+    finds the peak for about half the sampler seeds (docs/ttv.md "Wide-prior run": others settle on a mode at
+    16.39 d, 530 in ln L below it), and which seeds do depends on the last bits of libm on the machine. So the test
+    does what the inference does with a flagged run (``missed_peak_reruns``): it runs again with the next seed, up
+    to 8 seeds (all missing by chance: ~0.4%). Every run must finish with its rejections counted and no exception;
+    the first run whose chi^2/N < 2 (the peak) is compared with the truth (within 3 sigma)."""
     s = kepler88_like(np.random.default_rng(2), n_transits=40, sigma_min=(3.0, 6.0))
     b, c = s.truth_spec["planets"]
     prior = {"stellar_mass": 0.99, "planets": [b, {
@@ -185,11 +187,18 @@ def test_wide_prior_kepler88_like_dynesty_run_finishes_and_recovers_the_perturbe
     spec = {"likelihood": {"prior": prior, "t_start": s.t_start, "observed": {"b": {
                 "epoch": s.epochs.tolist(), "time": s.times.tolist(), "sigma": s.sigma.tolist()}}},
             "sampler": {"name": "dynesty", "nlive": 100, "sample": "rwalk", "dlogz": 0.5}}
-    result = run_ttv_task(spec, [1], None)
-    diag = result.meta["likelihood_diagnostics"]
-    assert sum(diag["rejected"].values()) > 0 and diag["rejected"]["exception"] == 0
-    chi2 = -2 * result.arrays["logl"].max() - float(np.sum(np.log(2 * np.pi * s.sigma ** 2)))
-    assert chi2 / len(s.times) < 2.0, "the sampler missed the peak"
+    norm = float(np.sum(np.log(2 * np.pi * s.sigma ** 2)))
+    missed = []
+    for seed in range(1, 9):
+        result = run_ttv_task(spec, [seed], None)
+        diag = result.meta["likelihood_diagnostics"]
+        assert sum(diag["rejected"].values()) > 0 and diag["rejected"]["exception"] == 0
+        chi2_per_obs = (-2 * result.arrays["logl"].max() - norm) / len(s.times)
+        if chi2_per_obs < 2.0:
+            break
+        missed.append((seed, round(chi2_per_obs, 1)))
+    else:
+        pytest.fail(f"the sampler missed the peak with every seed: {missed}")
     post = result.posterior(np.random.default_rng(0))
     for k, name in enumerate(result.param_names):
         mean, sd = post[:, k].mean(), post[:, k].std()
