@@ -173,10 +173,10 @@ def test_wide_prior_kepler88_like_dynesty_run_finishes_and_recovers_the_perturbe
     sigma 3-6 min, data seed 2), b's elements fixed at the truth and the perturber's eccentricity too (0.04,
     250 deg), free: perturber mass (log-uniform 1-2000 Earth masses), period (log-uniform 14-40 d: the whole wide
     prior, through the region where TTVFast fails) and phase.  dynesty rwalk, nlive 100, dlogz 0.5.  A single run
-    finds the peak for about half the sampler seeds (docs/ttv.md "Wide-prior run": others settle on a mode at
-    16.39 d, 530 in ln L below it), and which seeds do depends on the last bits of libm on the machine. So the test
-    does what the inference does with a flagged run (``missed_peak_reruns``): it runs again with the next seed, up
-    to 8 seeds (all missing by chance: ~0.4%). Every run must finish with its rejections counted and no exception;
+    finds the peak for about a third of the sampler seeds (docs/ttv.md "Wide-prior run": others settle on a mode
+    at 16.39 d, 530 in ln L below it), and which seeds do depends on the last bits of libm on the machine. So the
+    test does what the inference does with a flagged run (``missed_peak_reruns``): it runs again with the next
+    seed, up to 16 seeds (all missing by chance: ~0.3% at a 1/3 success rate; ~25 s CPU a run). Every run must finish with its rejections counted and no exception;
     the first run whose chi^2/N < 2 (the peak) is compared with the truth (within 3 sigma)."""
     s = kepler88_like(np.random.default_rng(2), n_transits=40, sigma_min=(3.0, 6.0))
     b, c = s.truth_spec["planets"]
@@ -189,7 +189,7 @@ def test_wide_prior_kepler88_like_dynesty_run_finishes_and_recovers_the_perturbe
             "sampler": {"name": "dynesty", "nlive": 100, "sample": "rwalk", "dlogz": 0.5}}
     norm = float(np.sum(np.log(2 * np.pi * s.sigma ** 2)))
     missed = []
-    for seed in range(1, 9):
+    for seed in range(1, 17):
         result = run_ttv_task(spec, [seed], None)
         diag = result.meta["likelihood_diagnostics"]
         assert sum(diag["rejected"].values()) > 0 and diag["rejected"]["exception"] == 0
