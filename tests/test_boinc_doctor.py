@@ -198,9 +198,9 @@ def test_doctor_command_prints_each_problem_and_exits_1(tmp_path, oa_app):
 
 def test_campaign_launch_on_a_database_without_tables_says_run_db_upgrade(tmp_path):
     times = tmp_path / "t.csv"
-    times.write_text("epoch,time,sigma\n0,0.0,0.001\n1,3.0,0.001\n")
-    priors = tmp_path / "p.toml"
-    priors.write_text("")
+    times.write_text("epoch,time,sigma\n" + "".join(f"{i},{2455000.0 + 10.95 * i:.4f},0.001\n" for i in range(8)))
+    priors = tmp_path / "p.toml"  # valid inputs: the schema is checked once they have been read
+    priors.write_text("stellar_mass = 0.99\nperturber_period = [21.9, 22.4]\nperturber_mass = [1.0, 30.0]\n")
     env = {"OPENASTRO_VAR_DIR": str(tmp_path / "var"), "OPENASTRO_PROGRESS": "false"}
     result = CliRunner().invoke(cli_main, ["campaign", "launch", str(times), "--priors", str(priors), "--no-run"],
                                 env=env)

@@ -41,7 +41,6 @@ def launch(app: OpenAstro, times, priors_path, bins, replicas, sampler, nlive, e
     from server.boinc.campaigns import CampaignError, create_campaign, ttv_campaign_config
     from server.timeseries.transit_times import load_transit_time_table
 
-    app.db.require_current_schema()
     try:
         prior_config = read_config_file(priors_path)
     except ValueError as exc:
@@ -54,6 +53,7 @@ def launch(app: OpenAstro, times, priors_path, bins, replicas, sampler, nlive, e
         table = load_transit_time_table(times)
         bins_value = "auto" if bins == "auto" else json.loads(bins)
         config = ttv_campaign_config(table, prior_config, replicas=replicas, bins=bins_value)
+        app.db.require_current_schema()  # after the inputs: a bad file is reported before a missing schema
         cid = create_campaign(app, name, "ttv", config, executor=executor or app.settings.executor, seed=seed)
     except (CampaignError, ValueError) as exc:
         raise click.ClickException(str(exc)) from None
