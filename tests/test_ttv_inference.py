@@ -148,7 +148,8 @@ def test_runs_far_below_their_bins_best_run_are_not_merged():
 
 
 def test_a_flagged_winning_bin_is_run_again_with_new_seeds_and_only_that_bin():
-    """Only the best run of all counts: model 0 fitting worse than model 1 is the wrong model, not a miss."""
+    """Each model on its own: a model that fits worse than a larger one may have missed its peak (model
+    comparison needs both peaks), so every flagged model's winning bin is run again, and only that bin."""
     from server.ttv.inference import _reruns
 
     bins = [type("B", (), {"index": i})() for i in range(2)]
@@ -160,8 +161,9 @@ def test_a_flagged_winning_bin_is_run_again_with_new_seeds_and_only_that_bin():
     flagged = [_Run(-0.5 * 56.7 * n_obs), _Run(-0.5 * 900.0 * n_obs),  # best chi2/N = 56.7 in bin 0
                _Run(-0.5 * 96086.0 * n_obs)]
     extra = _reruns(tasks, flagged, 1, {"chi2_flag": 10.0}, norm, n_obs)
-    assert [(t["bin"].index, t["attempt"], t["spec"]["label"]["attempt"]) for t in extra] == [(0, 1, 1)]
-    assert extra[0]["seed"] != tasks[0]["seed"]
-    found = [_Run(-0.5 * 1.1 * n_obs), _Run(-0.5 * 900.0 * n_obs),  # the winning bin fits: nothing to rerun
+    assert [(t["model"], t["bin"] and t["bin"].index, t["attempt"], t["spec"]["label"]["attempt"]) for t in extra] \
+        == [(0, None, 1, 1), (1, 0, 1, 1)]
+    assert all(t["seed"] != orig["seed"] for t, orig in zip(extra, (tasks[2], tasks[0])))
+    found = [_Run(-0.5 * 1.1 * n_obs), _Run(-0.5 * 900.0 * n_obs),  # model 1's winning bin fits: only model 0
              _Run(-0.5 * 96086.0 * n_obs)]
-    assert _reruns(tasks, found, 1, {"chi2_flag": 10.0}, norm, n_obs) == []
+    assert [t["model"] for t in _reruns(tasks, found, 1, {"chi2_flag": 10.0}, norm, n_obs)] == [0]

@@ -5,7 +5,9 @@ eccentricity fixed at the truth; free are b's osculating period and conjunction 
 perturber's mass, period and phase (5 parameters for one perturber, 8 for two).  One period bin
 for the first perturber ([22.0, 22.6] d around the 22.3 d truth) and the second perturber's range
 [7.17, 7.23] d, wide of b's 3:2 resonance (7.3 d) so that it holds no period-ratio alias; dynesty
-rwalk, nlive 40, dlogz 0.5, two processes.
+rwalk, nlive 40, dlogz 0.5, two processes; two runs per bin and up to 3 reruns of a flagged model's bin, merging
+only the runs that found the peak (docs/ttv.md "Missed peaks": at nlive 40 one run misses about half the time,
+and which seeds miss differs between machines).
 
 Tolerances on the second perturber are stated rather than k sigma: the truths are osculating
 elements at the synthetic integration's start, the fit's elements are osculating at its own start
@@ -26,7 +28,8 @@ CONFIG = {"stellar_mass": 0.99, "perturber_period": [20.78, 23.23],
           "known_period_width": 0.01, "known_tconj_width": 0.03,
           "second_perturber_period": [7.17, 7.23], "second_perturber_mass": [0.05, 5.0],
           "second_perturber_ecc_fixed": [0.02, 30.0],
-          "models": [1, 2], "nlive": 40, "dlogz": 0.5, "seed": 3, "ncores": 2}
+          "models": [1, 2], "nlive": 40, "dlogz": 0.5, "seed": 3, "ncores": 2,
+          "runs_per_bin": 2, "missed_peak_reruns": 3}
 
 
 def _table(system):
@@ -78,7 +81,7 @@ def test_adding_model_two_leaves_the_one_perturber_tasks_unchanged():
     assert [(t["spec"], t["seed"]) for t in both if t["model"] == 1] == \
         [(t["spec"], t["seed"]) for t in only_one]
     two = [t for t in both if t["model"] == 2]
-    assert len(two) == len(bins) == 1  # one task per bin of the first perturber and run
+    assert len(bins) == 1 and len(two) == CONFIG["runs_per_bin"]  # one task per bin of the first perturber and run
     planets = {p["name"]: p for p in two[0]["spec"]["likelihood"]["prior"]["planets"]}
     assert planets["pert2"]["period"] == {"dist": "loguniform", "min": 7.17, "max": 7.23}
     assert planets["pert2"]["mass"] == {"dist": "loguniform", "min": 0.05, "max": 5.0}

@@ -55,7 +55,7 @@ CONFIG_DEFAULTS = {
     "seed": 0,                       # int or list of ints (SeedSequence entropy)
     "runs_per_bin": 1,
     "missed_peak_lnl": 20.0,         # a run whose best ln L is this far below its bin's best run missed the peak
-    "missed_peak_reruns": 1,         # reruns (new seeds) of the winning bin when the best fit of all is flagged
+    "missed_peak_reruns": 1,         # reruns (new seeds) of a model's winning bin when its best fit is flagged
     "chi2_flag": 10.0,               # best-fit chi^2/N above this is flagged (and triggers the reruns)
     "models": [0, 1],                # numbers of perturbers to compare (subset of [0, 1, 2])
     "second_perturber_period": None,  # [min, max] days (required when 2 in models)
@@ -408,20 +408,22 @@ def best_log_likelihood(result) -> float:
 
 
 def _reruns(tasks, results, attempt: int, cfg: dict, norm: float, n_obs: int) -> list[dict]:
-    """Tasks to run again: when the best run of all (every model, every bin) has chi^2/N above ``chi2_flag``, the
-    sampler may have settled on a secondary mode there; every first-attempt run of that run's model and bin is run
-    again with a new seed. A smaller model that fits worse than a larger one is the wrong model, not a missed
-    peak, so it is not rerun."""
-    best_t, best_r = max(zip(tasks, results), key=lambda tr: best_log_likelihood(tr[1]))
-    chi2 = -2.0 * best_log_likelihood(best_r) - norm
-    if chi2 / max(n_obs, 1) <= float(cfg["chi2_flag"]):
-        return []
+    """Tasks to run again: for each model whose best run has chi^2/N above ``chi2_flag`` (the sampler may have
+    settled on a secondary mode), every first-attempt run of that run's bin, with a new seed. Each model is judged
+    on its own: model comparison needs every model's peak, and a model that fits worse than a larger one may have
+    missed its peak (it costs at most ``missed_peak_reruns`` runs of one bin when it is simply the wrong model)."""
     extra = []
-    for t in tasks:
-        if t["model"] == best_t["model"] and t["bin"] is best_t["bin"] and t.get("attempt", 0) == 0:
-            spec = dict(t["spec"], label=dict(t["spec"]["label"], attempt=attempt))
-            extra.append(dict(t, spec=spec, attempt=attempt,
-                              seed=[s % (2 ** 32) for s in t["seed"] + [1000 + attempt]]))
+    for model in sorted({t["model"] for t in tasks}):
+        pairs = [(t, r) for t, r in zip(tasks, results) if t["model"] == model]
+        best_t, best_r = max(pairs, key=lambda tr: best_log_likelihood(tr[1]))
+        chi2 = -2.0 * best_log_likelihood(best_r) - norm
+        if chi2 / max(n_obs, 1) <= float(cfg["chi2_flag"]):
+            continue
+        for t, _ in pairs:
+            if t["bin"] is best_t["bin"] and t.get("attempt", 0) == 0:
+                spec = dict(t["spec"], label=dict(t["spec"]["label"], attempt=attempt))
+                extra.append(dict(t, spec=spec, attempt=attempt,
+                                  seed=[s % (2 ** 32) for s in t["seed"] + [1000 + attempt]]))
     return extra
 
 
