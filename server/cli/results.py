@@ -132,6 +132,15 @@ def periodogram(app: OpenAstro, target: str, bands: tuple, quantity: str, bin_da
         raise click.ClickException(str(exc)) from None
     click.echo(f"{lc.target} {lc.band}: {res.n_points} points over {res.baseline:.3f} d, "
                f"{res.frequency.size} frequencies")
+    _echo_best_period(res, fap_method, seed_seq)
+    if plot:
+        click.echo(f"wrote {plot}")
+    if save:
+        _save(app, lc, res, seed_seq if fap_method == "bootstrap" else None)
+
+
+def _echo_best_period(res, fap_method: str, seed_seq) -> None:
+    """The lines every period search prints: best period, FAP, the bootstrap seed, warnings."""
     fap = "< 1e-300" if res.fap == 0.0 else f"{res.fap:.3g}"  # Baluev underflows for very strong peaks
     click.echo(f"best period {res.best_period:.8f} +- {res.best_period_err:.2g} d  power {res.best_power:.4f}  "
                f"FAP {fap} ({res.fap_method})")
@@ -139,10 +148,6 @@ def periodogram(app: OpenAstro, target: str, bands: tuple, quantity: str, bin_da
         click.echo(f"bootstrap seed entropy {seed_seq.entropy}")
     for w in res.warnings:
         click.echo(f"warning [{w.kind}]: {w.message}")
-    if plot:
-        click.echo(f"wrote {plot}")
-    if save:
-        _save(app, lc, res, seed_seq if fap_method == "bootstrap" else None)
 
 
 def _multiband(app, target, bands, quantity, bin_days, reject_sigma, min_period, max_period, oversampling, nterms,
@@ -159,13 +164,7 @@ def _multiband(app, target, bands, quantity, bin_days, reject_sigma, min_period,
         rng=np.random.default_rng(seed_seq), threads=app.settings.lombscargle_threads)
     counts = ", ".join(f"{b} {n}" for b, n in res.n_points.items())
     click.echo(f"{target} multi-band ({counts} points) over {res.baseline:.3f} d, {res.frequency.size} frequencies")
-    fap = "< 1e-300" if res.fap == 0.0 else f"{res.fap:.3g}"
-    click.echo(f"best period {res.best_period:.8f} +- {res.best_period_err:.2g} d  power {res.best_power:.4f}  "
-               f"FAP {fap} ({res.fap_method})")
-    if fap_method == "bootstrap":
-        click.echo(f"bootstrap seed entropy {seed_seq.entropy}")
-    for w in res.warnings:
-        click.echo(f"warning [{w.kind}]: {w.message}")
+    _echo_best_period(res, fap_method, seed_seq)
 
 
 def _save(app: OpenAstro, lc, res, seed_seq) -> None:
