@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
 # A real BOINC server for the tests (issue #18): build | start | stop | status | env.
 #   build   builds the BOINC server, tools and samples/wrapper from ../shared/boinc-src/boinc-*.tar.xz once per
-#           machine, cached under var/boinc-build/SHA16 (SHA16 = the tarball's sha256, so a new tarball rebuilds).
-#   start   builds if needed, then runs docs/deploy.md's steps (scripts/boinc-deploy.sh) for a test project under
-#           var/boinc-test: project user, make_project, its own Apache on 127.0.0.1, the daemons, and the Debian
+#           machine, cached under $BASE/build/SHA16 (SHA16 = the tarball's sha256, so a new tarball rebuilds).
+#   start   builds if needed, then runs docs/deploy.md's steps for a test project with its state under
+#           $BASE/test: project user, make_project, its own Apache on 127.0.0.1, the daemons, and the Debian
 #           boinc-client as its own instance attached over loopback. Prints KEY=VALUE lines (the env command).
-#   stop    stops everything start started, by the PID files under var/boinc-test/run.
+#   stop    stops everything start started, by the PID files under $BASE/test/run.
+# BASE is /var/tmp/openastro-boinc (OPENASTRO_TEST_BOINC_HOME), not the checkout's var/: the project user and the
+# client's user must execute and read what lives there, and a checkout may sit in a private (0700) directory
+# such as a `mktemp -d`. The project's code reaches them as a copy of the checkout's files ($BASE/test/src).
 #   status  says what is running (exit 1 unless the client and Apache are).
 #   deploy-script   prints docs/deploy.md's ```bash deploy blocks: the deploy script start runs.
 #   client-stop, client-start   stop / restart the client alone (its tasks resume from their checkpoints).
@@ -16,6 +19,7 @@ ROOT=$(pwd)
 SRC_DIR=${OPENASTRO_BOINC_SRC_DIR:-$ROOT/../shared/boinc-src}
 [ -d "$SRC_DIR" ] || SRC_DIR=/work/shared/boinc-src
 log() { echo "boinc-test-server: $*" >&2; }
+BASE=${OPENASTRO_TEST_BOINC_HOME:-/var/tmp/openastro-boinc}
 
 tarball() {
   local t; t=$(ls "$SRC_DIR"/boinc-*.tar.xz 2>/dev/null | head -1 || true)
@@ -23,13 +27,13 @@ tarball() {
   echo "$t"
 }
 
-build_dir() { echo "$ROOT/var/boinc-build/$(sha256sum "$(tarball)" | cut -c1-16)"; }
+build_dir() { echo "$BASE/build/$(sha256sum "$(tarball)" | cut -c1-16)"; }
 
 build() {
   local B T; T=$(tarball); B=$(build_dir)
   if [ -f "$B/.built" ]; then echo "$B/boinc"; return 0; fi
   log "building BOINC from $T into $B (about 6 minutes on 2 cores; once per tarball)"
-  rm -rf "$B"; mkdir -p "$B"
+  rm -rf "$B"; mkdir -p "$B"; chmod 0755 "$BASE" "$BASE/build"
   tar -xJf "$T" -C "$B"
   (
     cd "$B/boinc"
@@ -48,8 +52,22 @@ build() {
 }
 
 
+# The checkout's files (tracked and untracked, not ignored) copied to $1, readable by every user: the project's
+# venv installs from there, so the daemons never need to enter the checkout.
+copy_source() {
+  local dest=$1
+  rm -rf "$dest"; mkdir -p "$dest"
+  if git -C "$ROOT" rev-parse --is-inside-work-tree >/dev/null 2>&1; then
+    (cd "$ROOT" && git ls-files -z -co --exclude-standard | xargs -0 -r stat --printf='%n\0' 2>/dev/null \
+      | tar --null -T - -cf -) | tar -xf - -C "$dest"
+  else
+    (cd "$ROOT" && tar --exclude=./var --exclude=./.venv --exclude=./build --exclude=./dist -cf - .) | tar -xf - -C "$dest"
+  fi
+  chmod -R a+rX "$dest"
+}
+
 # --- the test project -----------------------------------------------------------------------------------
-VAR=$ROOT/var/boinc-test
+VAR=$BASE/test
 RUN=$VAR/run
 PROJECT=${OPENASTRO_TEST_BOINC_PROJECT:-oatest}
 PROJECT_USER=${OPENASTRO_TEST_BOINC_USER:-boincadm}
@@ -186,7 +204,7 @@ start() {
   [ "$(id -u)" -eq 0 ] || { log "start needs root (it creates the project user and runs programs as it)"; exit 2; }
   if alive "$RUN/apache.pid" || alive "$RUN/client.pid"; then log "already running (stop first)"; cat "$VAR/env"; return 0; fi
   BUILD=$(build)
-  mkdir -p "$RUN"
+  mkdir -p "$RUN"; chmod 0755 "$BASE" "$VAR"
   local mariadb_was_up=1 url
   mariadb-admin --protocol=socket --socket="$ROOT/var/mariadb-test/mysqld.sock" -uroot ping >/dev/null 2>&1 || mariadb_was_up=0
   url=$("$ROOT/scripts/mariadb-test-server.sh" | tail -1)
@@ -200,8 +218,9 @@ start() {
   export URL_BASE=http://127.0.0.1:$HTTP_PORT
   export DB_HOST=127.0.0.1:$dbport DB_USER=openastro DB_PASSWD=openastro BOINC_DB=${PROJECT}_boinc
   export OPENASTRO_DATABASE_URL=mysql+mysqldb://openastro:openastro@127.0.0.1:$dbport/${PROJECT}_openastro
-  export OA_SRC=$ROOT
-  export OA_VENV=${OPENASTRO_TEST_BOINC_VENV:-$ROOT/var/boinc-venv}
+  export OA_SRC=$VAR/src
+  copy_source "$OA_SRC"
+  export OA_VENV=${OPENASTRO_TEST_BOINC_VENV:-$VAR/venv}
   export OPENASTRO_VAR_DIR=/home/$PROJECT_USER/openastro-var
   export WRAPPER=$(ls "$BUILD"/samples/wrapper/wrapper_26019_* | head -1)
   export APP_BUNDLE=${OPENASTRO_TEST_APP_BUNDLE:-}
