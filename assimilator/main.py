@@ -66,6 +66,15 @@ def _after_change(app, session, campaign: Campaign, changed_bin: int | None = No
     progress = _campaign_progress(session, campaign)
     summary["work_units"] = progress
     open_states = {"created", "sent"}
+    if campaign.kind == "ttv" and campaign.status != "cancelled" and not any(progress.get(s, 0) for s in open_states):
+        from assimilator.ttv import plan_reruns
+
+        added = plan_reruns(campaign, summary)
+        if added:
+            summary.setdefault("reruns_planned", []).extend(added)
+            campaign.status = "running"  # the work generator's next pass creates the reruns' work units
+            campaign.summary = json.loads(json.dumps(summary, default=float))
+            return
     if campaign.status not in ("cancelled",) and not any(progress.get(s, 0) for s in open_states):
         campaign.status = "done" if progress.get("done", 0) else "failed"
     campaign.summary = json.loads(json.dumps(summary, default=float))

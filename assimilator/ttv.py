@@ -100,6 +100,8 @@ def rebuild_campaign_posterior(app, session, campaign: Campaign, changed_bins: s
     missing = [b["index"] for b in bins if b["index"] not in keys_by_bin]
     expected_runs = _expected_runs(session, campaign.id)
     nested = campaign.config.get("sampler", {}).get("name", "dynesty") == "dynesty"
+    missed = missed_peak_config(campaign.config)
+    best_by_bin: dict[int, float] = {}
     merged_by_bin: dict[int, object] = {}
     for b in present:
         index = b["index"]
@@ -108,9 +110,11 @@ def rebuild_campaign_posterior(app, session, campaign: Campaign, changed_bins: s
             or row.n_runs != len(keys_by_bin[index])
         if nested and not stale:
             merged_by_bin[index] = _load_merged(app, row.storage_key)
+            best_by_bin[index] = best_log_likelihood(merged_by_bin[index])
             continue
         runs = [_load_run(app, key) for key in keys_by_bin[index]]
         row.n_runs = len(runs)
+        runs, dropped = peak_finders(runs, float(missed["lnl"]))
         if nested:
             merged = merge_bin_runs(runs)
             merged_by_bin[index] = merged
@@ -121,8 +125,11 @@ def rebuild_campaign_posterior(app, session, campaign: Campaign, changed_bins: s
         else:
             samples = np.concatenate([r.posterior(np.random.default_rng(0)) for r in runs])
             row.storage_key = app.store.put_bytes(_npz_bytes({"samples": samples}, {"param_names": runs[0].param_names})).key
+        best_by_bin[index] = max(best_log_likelihood(r) for r in runs)
         row.summary = {**_summary_of(samples, runs[0].param_names), "period_min": b["period_min"],
-                       "period_max": b["period_max"], "runs_expected": expected_runs.get(index, 0)}
+                       "period_max": b["period_max"], "runs_expected": expected_runs.get(index, 0),
+                       "runs_merged": len(runs), "runs_missed_peak": dropped,
+                       "best_log_likelihood": max(best_log_likelihood(r) for r in runs)}
     summary: dict = {"bins_total": len(bins), "bins_with_runs": len(present), "bins_missing": missing}
     models = sorted({b.get("model") for b in bins}, key=lambda m: -1 if m is None else int(m))
     per_model = {}
@@ -140,9 +147,12 @@ def rebuild_campaign_posterior(app, session, campaign: Campaign, changed_bins: s
                                                           {"param_names": names, "kind": "equal-weight"})).key
         bin_rows = [dict(b.to_dict(), n_runs=len(keys_by_bin[b.index])) for b in combined.bins]
         row.summary = {**_summary_of(combined.samples, names), "bins": bin_rows}
+        best_bin = max(combined.bins, key=lambda b: b.probability).index
         per_model[model] = {"log_evidence": combined.log_z, "log_evidence_err": combined.log_z_err,
-                            "posterior": row.summary,
-                            "best_bin": max(combined.bins, key=lambda b: b.probability).index}
+                            "posterior": row.summary, "best_bin": best_bin}
+        likelihood = campaign.config.get("likelihoods", {}).get(str(model)) or campaign.config["likelihood"]
+        summary.setdefault("best_fit", {})[_model_name(mine[0])] = {
+            "bin": best_bin, "chi2_per_obs": chi2_per_obs(likelihood, best_by_bin[best_bin])}
     if per_model:
         summary.update(per_model[models[-1] if models[-1] in per_model else max(per_model)])
     if None not in models:
@@ -153,6 +163,57 @@ def rebuild_campaign_posterior(app, session, campaign: Campaign, changed_bins: s
         if len(per_model) == len(models) > 1:
             summary["model_comparison"] = compare_models({int(m): v["log_evidence"] for m, v in per_model.items()})
     return summary
+
+
+def missed_peak_config(config: dict) -> dict:
+    """The campaign's missed-peak settings (its prior config's, else server.ttv.inference's defaults)."""
+    from server.ttv.inference import CONFIG_DEFAULTS
+
+    prior = dict(CONFIG_DEFAULTS, **(config.get("prior_config") or {}))
+    return {"lnl": float(prior["missed_peak_lnl"]), "reruns": int(prior["missed_peak_reruns"]),
+            "chi2_flag": float(prior["chi2_flag"])}
+
+
+def best_log_likelihood(result) -> float:
+    from server.ttv.inference import best_log_likelihood as best
+
+    return best(result)
+
+
+def peak_finders(runs: list, tolerance: float) -> tuple[list, int]:
+    """The runs of one bin to merge: those whose best ln L is within ``tolerance`` of the bin's best run (a run
+    further below sampled another, lower mode; merging it would weight that mode). Returns (kept, n dropped)."""
+    best = [best_log_likelihood(r) for r in runs]
+    top = max(best)
+    kept = [r for r, b in zip(runs, best) if b >= top - tolerance]
+    return kept, len(runs) - len(kept)
+
+
+def chi2_per_obs(likelihood: dict, best_logl: float) -> float:
+    """chi^2/N of the best fit from its ln L (a Gaussian likelihood: ln L = -(chi^2 + sum ln 2 pi sigma^2) / 2)."""
+    sigma = np.concatenate([np.asarray(o["sigma"], float) for o in likelihood["observed"].values()])
+    norm = float(np.sum(np.log(2 * np.pi * sigma ** 2)))
+    return float((-2.0 * best_logl - norm) / max(len(sigma), 1))
+
+
+def plan_reruns(campaign: Campaign, summary: dict) -> list[int]:
+    """Bins to run again when the campaign has finished its work units: for each model whose best fit has
+    chi^2/N above ``chi2_flag`` (the sampler may have settled on a secondary mode), its winning bin, while it has
+    had fewer than ``missed_peak_reruns`` reruns. The work generator plans them from ``config["reruns"]`` (BOINC
+    and local alike); the campaign stays running until they are merged. Returns the bins it added."""
+    missed = missed_peak_config(campaign.config)
+    if campaign.config.get("sampler", {}).get("name", "dynesty") != "dynesty" or missed["reruns"] <= 0:
+        return []
+    reruns = dict(campaign.config.get("reruns") or {})
+    added = []
+    for fit in (summary.get("best_fit") or {}).values():
+        b = str(int(fit["bin"]))
+        if fit["chi2_per_obs"] > missed["chi2_flag"] and int(reruns.get(b, 0)) < missed["reruns"]:
+            reruns[b] = int(reruns.get(b, 0)) + 1
+            added.append(int(b))
+    if added:
+        campaign.config = {**campaign.config, "reruns": reruns}  # a new dict: the JSON column sees the change
+    return added
 
 
 def _expected_runs(session, campaign_id: int) -> dict[int, int]:

@@ -123,6 +123,9 @@ def bin_prior(prior: Mapping[str, Any], perturber: str, bounds: Sequence[float])
                      f"{[p.get('name') for p in planets]}")
 
 
+RERUN_INDEX = 1000  # WorkUnit.run_index of attempt A's run r: 1000 A + r
+
+
 def plan_ttv(campaign_id: int, seed_entropy: int, config: Mapping[str, Any],
              estimate: Callable[[str, dict], Resources]) -> list[PlannedWorkUnit]:
     """Work units of a TTV campaign. ``config``: likelihood, perturber, bins, sampler (see docs/boinc.md)."""
@@ -178,6 +181,17 @@ def plan_ttv(campaign_id: int, seed_entropy: int, config: Mapping[str, Any],
             wu_name = check_wu_name(f"{tag}_ttv_b{b:02d}_r{run:02d}")
             planned.append(PlannedWorkUnit(wu_name, kind, spec, (wu_json,), estimate(kind, params),
                                            bin_index=b, run_index=run, label=params["label"]))
+        # Missed-peak reruns the assimilator asked for (config["reruns"][bin] = attempts): every first-attempt run
+        # of the bin again, with the seed server.ttv.inference gives a local rerun ([..., run, 1000 + attempt]).
+        for attempt in range(1, int((config.get("reruns") or {}).get(str(b), 0)) + 1):
+            for run, opts, n_runs in runs:
+                params = params_for(opts, run, n_runs)
+                params["label"]["attempt"] = attempt
+                spec, wu_json = spec_file(kind, [int(seed_entropy), b, run, 1000 + attempt], {}, params)
+                wu_name = check_wu_name(f"{tag}_ttv_b{b:02d}_r{run:02d}_a{attempt}")
+                planned.append(PlannedWorkUnit(wu_name, kind, spec, (wu_json,), estimate(kind, params),
+                                               bin_index=b, run_index=RERUN_INDEX * attempt + run,
+                                               label=params["label"]))
     return planned
 
 

@@ -137,9 +137,23 @@ def run_campaign(app, campaign_id: int, *, executor=None, echo: Callable[[str], 
     if executor is None:
         executor = make_executor(app, kind_of_executor, **({"echo": echo} if kind_of_executor == "local" else {}))
     executor.submit(names)
-    if kind_of_executor == "local":
-        return executor.collect(on_progress=on_progress)
-    return executor.collect()
+    if kind_of_executor != "local":
+        return executor.collect()
+    progress = executor.collect(on_progress=on_progress)
+    # Missed-peak reruns the assimilator planned (config["reruns"]): materialise and run them, as the BOINC work
+    # generator's next pass does; bounded by missed_peak_reruns per model.
+    while True:
+        report, _ = materialise(app, campaign_id, estimate=estimate)
+        if not report.inserted:
+            return progress
+        with app.db.session() as session:
+            names = list(session.scalars(select(WorkUnit.name).where(WorkUnit.campaign_id == campaign_id,
+                                                                     WorkUnit.state == "created")))
+        if echo:
+            echo(f"campaign {campaign_id}: the best fit was flagged (chi2/N > chi2_flag): running {len(names)} "
+                 f"rerun(s) of its bin with new seeds")
+        executor.submit(names)
+        progress = executor.collect(on_progress=on_progress)
 
 
 @dataclass(frozen=True)
