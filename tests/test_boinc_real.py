@@ -282,3 +282,19 @@ def test_boinc_status_reads_boincs_database(server):
     assert "in BOINC's database" in result.output and "host 1:" in result.output
     done = [line for line in result.output.splitlines()[1:] if " done " in line]
     assert done  # at least the TTV campaigns above
+
+
+def test_boinc_hosts_lists_the_attached_debian_client_as_able_to_take_the_linux_version(server):
+    from click.testing import CliRunner
+
+    from server.cli import main as cli_main
+
+    result = CliRunner().invoke(cli_main, ["boinc", "hosts"], env=server.settings_env())
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    # the app version the fixture packaged, with the glibc floor `boinc package` recorded beside it
+    assert "x86_64-pc-linux-gnu glibc >= 2." in lines[0], lines[0]
+    host = next(line for line in lines if line.strip().startswith("1 "))
+    assert " yes " in host and "x86_64-pc-linux-gnu" in host and "Linux" in host
+    assert host.rstrip().endswith("x86_64-pc-linux-gnu") and "none:" not in host
+    assert "with no usable app version: 0.0% of active hosts" in result.output

@@ -276,3 +276,25 @@ class BoincProject:
                 error=sum(r[1] == 5 and r[2] in RESULT_OUTCOME_ERRORS for r in mine), results_per_host=hosts,
                 oldest_in_progress_sent=min((int(r[5]) for r in in_progress if r[5]), default=None))
         return out
+
+    def host_rows(self) -> list[tuple]:
+        """BOINC's ``host`` table: (id, os_name, os_version, p_vendor, p_model, p_ncpus, m_nbytes, rpc_time,
+        expavg_credit, misc) per host (server.boinc.hosts reads them)."""
+        return self._select("SELECT id, os_name, os_version, p_vendor, p_model, p_ncpus, m_nbytes, rpc_time, "
+                            "expavg_credit, misc FROM host ORDER BY id", {}, "host")
+
+    def app_version_rows(self, app_name: str) -> list[tuple]:
+        """(version_num, platform name, plan_class, deprecated) of the app's registered versions."""
+        return self._select("SELECT av.version_num, p.name, av.plan_class, av.deprecated FROM app_version av "
+                            "JOIN platform p ON p.id = av.platformid JOIN app a ON a.id = av.appid "
+                            "WHERE a.name = :app ORDER BY av.version_num, p.name", {"app": app_name}, "app_version")
+
+    def _select(self, query: str, params: dict, table: str) -> list[tuple]:
+        from sqlalchemy import text
+        from sqlalchemy.exc import SQLAlchemyError
+
+        try:
+            with self._connect() as conn:
+                return [tuple(r) for r in conn.execute(text(query), params)]
+        except SQLAlchemyError as exc:
+            raise BoincProjectError(f"cannot read BOINC's {table} table: {str(exc).splitlines()[0]}") from None

@@ -17,6 +17,7 @@ Choice and measurements: docs/volunteer_app.md.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import platform as _platform
 import re
@@ -35,6 +36,7 @@ ZIP_LOGICAL_NAME = f"{APP_NAME}.zip"
 CHECKPOINT_FILENAME = "openastro_checkpoint.dat"
 FRACTION_DONE_FILENAME = "fraction_done"
 SPEC_OPEN_NAME = "wu.json"
+VERSION_META = ".openastro.json"  # server.boinc.hosts reads it
 RESULT_OPEN_NAME = "result.npz"
 REPO_ROOT = Path(__file__).resolve().parents[2]
 PACKAGING_DIR = REPO_ROOT / "packaging"
@@ -257,6 +259,10 @@ def package_app_version(apps_dir: Path, version: str, wrapper: Path, *, bundle_d
         (staging / "version.xml").write_text(render_version_xml(names), encoding="utf-8")
         floor = glibc_floor(bundle_dir) if platform.endswith("linux-gnu") else None
         bundle_bytes = tree_size(bundle_dir)
+        # what `openastro boinc hosts` needs to know of this version (a dot file: update_versions skips it)
+        (staging / VERSION_META).write_text(json.dumps(
+            {"platform": platform, "glibc_floor": floor, "bundle_bytes": bundle_bytes}, sort_keys=True) + "\n",
+            encoding="utf-8")
         os.rename(staging, target)
     return PackagedVersion(version_dir=target, platform=platform, zip_path=target / names["zip"],
                            job_path=target / names["job"], version_xml=target / "version.xml",

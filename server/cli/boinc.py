@@ -194,3 +194,31 @@ def doctor_cmd(app, project_dir) -> None:
         raise click.ClickException(f"{len(findings)} problem(s) in {project_dir}")
     click.echo(f"ok: {project_dir} passes every check (file modes, launchers, app version, databases, "
                "object store and var dir, daemons for this host)")
+
+
+@boinc.command("hosts")
+@click.option("--project-dir", "project_dir", type=click.Path(file_okay=False), default=None,
+              help="BOINC project root (default: the boinc_project_dir setting).")
+@click.option("--active-days", type=click.FloatRange(min=0.0, min_open=True), default=30.0, show_default=True,
+              help="A host is active when its last scheduler RPC is at most this old.")
+@click.pass_obj
+def hosts_cmd(app, project_dir, active_days) -> None:
+    """Attached hosts by platform, OS, glibc, CPUs and memory, which app versions each can take, and the share of
+    active hosts (and of their credit) with none."""
+    import time
+
+    from server.boinc.hosts import HostRow, attach_floors, format_report, reach, version_floors
+    from server.boinc.package import APP_NAME
+    from work_generator.boinc_project import BoincProject, BoincProjectError
+
+    project_dir = project_dir or app.settings.boinc_project_dir
+    if not project_dir:
+        raise click.ClickException("no BOINC project directory: pass --project-dir or set OPENASTRO_BOINC_PROJECT_DIR")
+    try:
+        project = BoincProject(project_dir)
+        hosts = [HostRow.from_db(r) for r in project.host_rows()]
+        versions = attach_floors(project.app_version_rows(APP_NAME), version_floors(project_dir, APP_NAME))
+    except BoincProjectError as exc:
+        raise click.ClickException(str(exc)) from None
+    for line in format_report(reach(hosts, versions, now=time.time(), active_days=active_days), versions):
+        click.echo(line)
