@@ -14,7 +14,8 @@ model was trained on inputs prepared that way:
   (:mod:`server.transients.train`); NaN -> 0, then each channel divided by its own L2 norm, then the central
   crop the model was trained on.
 
-Inference runs on the CPU (numpy, single BLAS thread recommended on shared machines).
+Inference runs on the CPU by default (numpy; pin BLAS to one thread on shared machines) and on a CUDA GPU with
+``device="gpu"``/``"auto"`` where cupy and a device exist (the same code with cupy as the array module).
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ from pathlib import Path
 import numpy as np
 
 from server.transients.cnn import Network, forward, has_weights, layers_from_keras, make_network
+from server.transients.preprocess import normalise, preprocess
+from server.transients.train import load_model
 
 MODELS_DIR = Path(__file__).resolve().parent / "models"
 BRAAI_DIR = MODELS_DIR / "braai"
@@ -47,22 +50,6 @@ def _check_triplets(triplets) -> np.ndarray:
     if not np.issubdtype(array.dtype, np.floating) and not np.issubdtype(array.dtype, np.integer):
         raise ValueError(f"triplets must be numeric, got dtype {array.dtype}")
     return array.astype(np.float32, copy=True)
-
-
-def normalise(triplets: np.ndarray, mode: str) -> np.ndarray:
-    """NaN/inf -> 0, then divide by the L2 norm of each ``"channel"`` or each ``"rows"`` (a row of one channel).
-
-    A zero norm leaves the values (zeros) unchanged, as ``tf.keras.utils.normalize`` does.
-    """
-    x = np.nan_to_num(np.asarray(triplets, dtype=np.float32), nan=0.0, posinf=0.0, neginf=0.0)
-    if mode == "channel":
-        norm = np.sqrt(np.einsum("nhwc,nhwc->nc", x, x, dtype=np.float64))[:, None, None, :]
-    elif mode == "rows":
-        norm = np.sqrt(np.einsum("nhwc,nhwc->nhc", x, x, dtype=np.float64))[:, :, None, :]
-    else:
-        raise ValueError(f"normalisation must be 'channel' or 'rows', got {mode!r}")
-    norm[norm == 0] = 1.0
-    return (x / norm).astype(np.float32)
 
 
 @lru_cache(maxsize=4)
@@ -88,21 +75,44 @@ def load_braai(directory: str | None = None, name: str = BRAAI_NAME) -> Network:
     return make_network(input_shape, layers, weights)
 
 
-def score_triplets(triplets: np.ndarray, model: str = "braai", batch_size: int = 256) -> np.ndarray:
+def array_module(device: str):
+    """numpy for ``"cpu"``; cupy for ``"gpu"`` (refused clearly without cupy or a CUDA device); ``"auto"``: the GPU
+    where one is usable, else the CPU."""
+    if device not in ("cpu", "gpu", "auto"):
+        raise ValueError(f"device must be 'cpu', 'gpu' or 'auto', got {device!r}")
+    if device == "cpu":
+        return np
+    try:
+        import cupy
+
+        if cupy.cuda.runtime.getDeviceCount() > 0:
+            return cupy
+        reason = "no CUDA device is visible"
+    except ImportError:
+        reason = "cupy is not installed (pip install cupy-cuda12x)"
+    except Exception as exc:  # noqa: BLE001 - any CUDA runtime failure means: no usable GPU
+        reason = f"the CUDA runtime failed ({exc})"
+    if device == "gpu":
+        raise ValueError(f"device 'gpu' requested but {reason}")
+    return np
+
+
+def score_triplets(triplets: np.ndarray, model: str = "braai", batch_size: int = 256,
+                   device: str = "cpu") -> np.ndarray:
     """Real/bogus scores ``(N,)`` in [0, 1] for raw triplets ``(N, 63, 63, 3)`` (science, reference, difference).
 
     ``model``: ``"braai"`` (ZTF's pretrained d6_m7), ``"openastro"`` (our model shipped in
     ``models/openastro/``) or the path of a model saved by ``openastro transients train``.
+    ``device``: ``"cpu"`` (numpy, default), ``"gpu"`` (cupy) or ``"auto"`` (see :func:`array_module`).
     """
     x = _check_triplets(triplets)
+    xp = array_module(device)
     if len(x) == 0:
         return np.zeros(0, dtype=np.float32)
     if model == "braai":
-        return forward(load_braai(), normalise(x, BRAAI_NORMALISATION), batch_size)
-    from server.transients.train import load_model, preprocess
-
+        return forward(load_braai(), normalise(x, BRAAI_NORMALISATION), batch_size, xp)
     path = OPENASTRO_MODEL if model == "openastro" else Path(model)
     if not path.exists():
         raise ValueError(f"unknown real/bogus model {model!r}: not 'braai', 'openastro' or an existing model file")
     saved = load_model(path)
-    return forward(saved.network, preprocess(x, saved.crop), batch_size)
+    return forward(saved.network, preprocess(x, saved.crop), batch_size, xp)

@@ -72,15 +72,15 @@ def _check_layer(index: int, layer: Mapping[str, Any], weight, shape: tuple[int,
     return shape  # dropout
 
 
-def conv2d(x: np.ndarray, kernel: np.ndarray, bias: np.ndarray, padding: str = "valid") -> np.ndarray:
-    """Cross-correlation (the deep-learning 'convolution'), stride 1, channels-last."""
+def conv2d(x, kernel, bias, padding: str = "valid", xp=np):
+    """Cross-correlation (the deep-learning 'convolution'), stride 1, channels-last. ``xp``: numpy or cupy."""
     kh, kw = kernel.shape[:2]
     if padding == "same":
         ph, pw = (kh - 1) // 2, (kw - 1) // 2
-        x = np.pad(x, ((0, 0), (ph, kh - 1 - ph), (pw, kw - 1 - pw), (0, 0)))
+        x = xp.pad(x, ((0, 0), (ph, kh - 1 - ph), (pw, kw - 1 - pw), (0, 0)))
     n, h, w, _ = x.shape
     ho, wo = h - kh + 1, w - kw + 1
-    out = np.empty((n, ho, wo, kernel.shape[3]), dtype=np.result_type(x, kernel))
+    out = xp.empty((n, ho, wo, kernel.shape[3]), dtype=xp.result_type(x, kernel))
     out[...] = bias
     for i in range(kh):
         for j in range(kw):
@@ -95,47 +95,49 @@ def maxpool2d(x: np.ndarray, pool: int) -> np.ndarray:
     return x[:, :ho * pool, :wo * pool, :].reshape(n, ho, pool, wo, pool, c).max(axis=(2, 4))
 
 
-def activate(x: np.ndarray, name: str) -> np.ndarray:
+def activate(x, name: str, xp=np):
     if name == "relu":
-        return np.maximum(x, 0, out=x)
+        return xp.maximum(x, 0, out=x)
     if name == "sigmoid":
-        return sigmoid(x)
+        return sigmoid(x, xp)
     return x
 
 
-def sigmoid(x: np.ndarray) -> np.ndarray:
+def sigmoid(x, xp=np):
     """Logistic function without overflow warnings for large negative inputs."""
-    out = np.empty_like(x)
-    pos = x >= 0
-    out[pos] = 1.0 / (1.0 + np.exp(-x[pos]))
-    ex = np.exp(x[~pos])
-    out[~pos] = ex / (1.0 + ex)
-    return out
+    ex = xp.exp(-xp.abs(x))
+    return xp.where(x >= 0, 1.0 / (1.0 + ex), ex / (1.0 + ex))
 
 
-def forward(net: Network, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
-    """Scores ``(N,)`` for inputs ``(N, H, W, C)`` (already preprocessed), computed in batches."""
+def forward(net: Network, x: np.ndarray, batch_size: int = 256, xp=np) -> np.ndarray:
+    """Scores ``(N,)`` for inputs ``(N, H, W, C)`` (already preprocessed), computed in batches.
+
+    ``xp`` is the array module: numpy (CPU, the default) or cupy (a CUDA GPU: inputs and weights are copied to
+    the device, the scores back to a numpy array).
+    """
     x = np.asarray(x, dtype=np.float32)
     if x.ndim != 4 or x.shape[1:] != tuple(net.input_shape):
         raise ValueError(f"input must have shape (N, {', '.join(map(str, net.input_shape))}), got {x.shape}")
+    weights = [None if w is None else (xp.asarray(w[0]), xp.asarray(w[1])) for w in net.weights]
     scores = np.empty(len(x), dtype=np.float32)
     for start in range(0, len(x), batch_size):
-        scores[start:start + batch_size] = _forward_batch(net, x[start:start + batch_size])[:, 0]
+        out = _forward_batch(net.layers, weights, xp.asarray(x[start:start + batch_size]), xp)[:, 0]
+        scores[start:start + batch_size] = out.get() if hasattr(out, "get") else out
     return scores
 
 
-def _forward_batch(net: Network, x: np.ndarray) -> np.ndarray:
-    for layer, weight in zip(net.layers, net.weights):
+def _forward_batch(layers, weights, x, xp):
+    for layer, weight in zip(layers, weights):
         kind = layer["type"]
         if kind == "conv2d":
-            x = conv2d(x, weight[0], weight[1], layer.get("padding", "valid"))
+            x = conv2d(x, weight[0], weight[1], layer.get("padding", "valid"), xp)
         elif kind == "maxpool2d":
             x = maxpool2d(x, int(layer["pool_size"]))
         elif kind == "flatten":
             x = x.reshape(len(x), -1)
         elif kind == "dense":
             x = x @ weight[0] + weight[1]
-        x = activate(x, layer.get("activation", "linear"))
+        x = activate(x, layer.get("activation", "linear"), xp)
     return x
 
 

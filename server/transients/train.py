@@ -20,10 +20,10 @@ import numpy as np
 from app.atomic import atomic_path, atomic_write_text
 from server.transients.cnn import Network, forward, has_weights, make_network, maxpool2d, sigmoid
 from server.transients.injections import make_set
+from server.transients.preprocess import NORMALISATION, preprocess
 
 MODEL_FORMAT = "openastro-realbogus"
 FORMAT_VERSION = 1
-NORMALISATION = "channel"
 
 
 def default_layers() -> list[dict[str, Any]]:
@@ -72,15 +72,6 @@ class TrainResult:
     test_auc: float
     train_loss: tuple[float, ...]   # mean binary cross-entropy per epoch
     config: TrainConfig
-
-
-def preprocess(triplets: np.ndarray, crop: int) -> np.ndarray:
-    """Raw triplets -> our model's input: NaN -> 0, each channel / its L2 norm (over the crop), central crop."""
-    from server.transients.classify import normalise
-
-    start = (triplets.shape[1] - crop) // 2
-    cropped = triplets[:, start:start + crop, start:start + crop, :]
-    return normalise(cropped, NORMALISATION)
 
 
 def roc_auc(scores: np.ndarray, labels: np.ndarray) -> float:
