@@ -1,9 +1,9 @@
 """A straightforward forward pass, written independently of :mod:`server.transients.cnn`: the check and the anchor.
 
 Convolution as the textbook direct sum, one output pixel at a time (the receptive window dotted with the
-flattened kernel); pooling by explicit loops over blocks. It is the plain
-reading of the layer definitions, used by the tests to check the fast path and by
-``benchmarks/bench_classify.py`` as the anchor it is timed against.
+flattened kernel), in float64; pooling by explicit loops over blocks. It is the plain reading of the layer
+definitions, used by the tests to check the fast path and by ``benchmarks/bench_classify.py`` as the anchor
+it is timed against.
 """
 
 from __future__ import annotations
