@@ -23,6 +23,7 @@ LAYERS: dict[str, int] = {
     "server.ingest": 2,
     "server.image": 3,
     "server.timeseries": 3,
+    "server.transients": 4,     # difference imaging, detection, real/bogus classifier, cross-match, alerts
     "server.ttv": 4,
     "server.synth": 4,
     "work_generator": 5,

@@ -1,0 +1,1 @@
+"""The transient branch (Stage 7c): difference imaging, detection, real/bogus classification, cross-match, alerts."""
