@@ -25,6 +25,7 @@ BENCHMARKS = {
     "boinc": "work units generated per second; assimilation time per 100 results",
     "queue": "tasks/s through Redis vs in-process (no-op, ingest); upload-to-photometry latency",
     "app": "frozen app size, start-up time, peak memory per task kind (needs --app)",
+    "transients": "4k ZOGY vs plain numpy ZOGY; injection completeness curve; 100-candidate classification",
     "boinc_real": "real BOINC server: WU and campaign round trips, create_work --stdin WUs/s (needs --app, root)",
 }
 

@@ -69,24 +69,45 @@ def _padded_psf(stamp: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     n = stamp.shape[0]
     half = n // 2
     out = np.zeros(shape, dtype=np.float32)
-    out[:n, :n] = stamp / stamp.sum()
-    return np.roll(out, (-half, -half), axis=(0, 1))
+    rows = (np.arange(n) - half) % shape[0]
+    cols = (np.arange(n) - half) % shape[1]
+    out[np.ix_(rows, cols)] = stamp / stamp.sum()
+    return out
 
 
-def _full_sum(half_spectrum: np.ndarray, nx: int) -> float:
-    """Sum over the full 2-D spectrum of a real-FFT half spectrum (Hermitian columns counted twice)."""
-    s = half_spectrum.sum(axis=0, dtype=np.float64)
-    last = nx // 2 if nx % 2 == 0 else None
-    total = s[0] + 2.0 * s[1:].sum()
-    if last is not None:
-        total -= s[last]
-    return float(total)
-
-
-def _stamp_from(image: np.ndarray, size: int) -> np.ndarray:
+def _centred(kernel: np.ndarray, size: int) -> np.ndarray:
+    """The central ``size`` x ``size`` part of a kernel stored with its centre on pixel (0, 0)."""
     half = size // 2
-    rolled = np.roll(image, (half, half), axis=(0, 1))[:size, :size]
-    return rolled / rolled.sum()
+    return np.roll(kernel, (half, half), axis=(0, 1))[:size, :size]
+
+
+@dataclass(frozen=True)
+class _Kernels:
+    """Real-space kernels of the PSF pair on a small grid (they are compact: a few PSF widths)."""
+
+    psf_d: np.ndarray  # P_D stamp, sums to 1
+    k_n: np.ndarray  # k_n (centred stamp)
+    k_r: np.ndarray
+    f_s: float
+
+
+def _kernels(psf_new: PSFModel, psf_ref: PSFModel, fn: float, fr: float, sn2: float, sr2: float,
+             size: int) -> _Kernels:
+    """P_D, k_n, k_r and F_S computed on a grid of 4x the stamp (Parseval: sum |Q|^2 / n = sum |q|^2 as long as
+    the kernel fits the grid), so none of them costs a full-frame FFT."""
+    m = int(4 * size)
+    shape = (m, m)
+    Pn = np.fft.fft2(_padded_psf(psf_new.stamp, shape).astype(np.float64))
+    Pr = np.fft.fft2(_padded_psf(psf_ref.stamp, shape).astype(np.float64))
+    den2 = sn2 * fr**2 * np.abs(Pr) ** 2 + sr2 * fn**2 * np.abs(Pn) ** 2
+    f_d = fr * fn / np.sqrt(sn2 * fr**2 + sr2 * fn**2)
+    pd = np.real(np.fft.ifft2(fr * fn * Pr * Pn / (f_d * np.sqrt(den2))))
+    kn = np.real(np.fft.ifft2(fn * fr**2 * np.conj(Pn) * np.abs(Pr) ** 2 / den2))
+    kr = np.real(np.fft.ifft2(fr * fn**2 * np.conj(Pr) * np.abs(Pn) ** 2 / den2))
+    f_s = float(np.sum(fn**2 * fr**2 * np.abs(Pn) ** 2 * np.abs(Pr) ** 2 / den2) / (m * m))
+    k = 2 * size + 1
+    psf_d = _centred(pd, size)
+    return _Kernels(psf_d / psf_d.sum(), _centred(kn, k), _centred(kr, k), f_s)
 
 
 def zogy(new: np.ndarray, ref: np.ndarray, psf_new: PSFModel, psf_ref: PSFModel, *, f_new: float, f_ref: float,
@@ -98,6 +119,9 @@ def zogy(new: np.ndarray, ref: np.ndarray, psf_new: PSFModel, psf_ref: PSFModel,
     ``gain_*`` (e-/ADU) switch on the Poisson variance of the sources (V = sigma^2 + max(image, 0) / gain);
     ``None`` leaves it out (background-limited). ``renormalise`` divides S_corr by its measured robust rms
     (for references with correlated noise, e.g. resampled stacks); the raw rms is reported either way.
+
+    Cost: 4 real FFTs forward and 2 inverse of the (padded) frame; the source-noise variance adds 4 forward and
+    1 inverse, the astrometric term 1 inverse. The PSF-pair kernels are computed on a small grid.
     """
     import scipy.fft as sfft
     from scipy.ndimage import binary_dilation
@@ -105,78 +129,125 @@ def zogy(new: np.ndarray, ref: np.ndarray, psf_new: PSFModel, psf_ref: PSFModel,
     new, ref = _check_inputs(new, ref, psf_new, psf_ref, f_new, f_ref, sigma_new, sigma_ref)
     ny, nx = new.shape
     shape = (sfft.next_fast_len(ny, real=True), sfft.next_fast_len(nx, real=True))
-    half = max(psf_new.size, psf_ref.size) // 2
-    edge = half if edge_px is None else int(edge_px)
+    size = max(psf_new.size, psf_ref.size)
+    edge = size // 2 if edge_px is None else int(edge_px)
     invalid = ~np.isfinite(new) | ~np.isfinite(ref)
+    any_invalid = bool(invalid.any())
 
     def padded(img):
         out = np.zeros(shape, dtype=np.float32)
-        out[:ny, :nx] = np.where(invalid, np.float32(0), img)
+        out[:ny, :nx] = img
+        if any_invalid:
+            out[:ny, :nx][invalid] = 0.0
         return out
 
-    N, R = padded(new), padded(ref)
-    rfft = lambda a: sfft.rfft2(a, workers=workers)  # noqa: E731
-    irfft = lambda a: sfft.irfft2(a, s=shape, workers=workers)  # noqa: E731
+    def rfft(a):
+        return sfft.rfft2(a, workers=workers, overwrite_x=True)
 
+    def irfft(a):
+        return sfft.irfft2(a, s=shape, workers=workers, overwrite_x=True)
+
+    fn, fr = float(f_new), float(f_ref)
+    sn2, sr2 = float(sigma_new) ** 2, float(sigma_ref) ** 2
+    kern = _kernels(psf_new, psf_ref, fn, fr, sn2, sr2, size)
+    f_d = fr * fn / np.sqrt(sn2 * fr**2 + sr2 * fn**2)
+    N, R = padded(new), padded(ref)
+    Nh, Rh = rfft(N if gain_new is None else N.copy()), rfft(R if gain_ref is None else R.copy())
     Pn = rfft(_padded_psf(psf_new.stamp, shape))
     Pr = rfft(_padded_psf(psf_ref.stamp, shape))
-    Nh, Rh = rfft(N), rfft(R)
-    fn, fr = np.float32(f_new), np.float32(f_ref)
-    sn2, sr2 = np.float32(sigma_new**2), np.float32(sigma_ref**2)
-    Pn2 = (Pn.real**2 + Pn.imag**2).astype(np.float32)
-    Pr2 = (Pr.real**2 + Pr.imag**2).astype(np.float32)
-    den2 = sn2 * fr**2 * Pr2 + sr2 * fn**2 * Pn2
-    den2 = np.maximum(den2, np.float32(np.finfo(np.float32).tiny) * 1e6)
-    inv_den2 = np.float32(1.0) / den2
-    # proper difference image and its flux scale
-    den = np.sqrt(den2)
-    D = irfft((fr * Pr * Nh - fn * Pn * Rh) / den)[:ny, :nx]
-    f_d = float(f_ref * f_new / np.sqrt(sigma_new**2 * f_ref**2 + sigma_ref**2 * f_new**2))
-    PD = fr * fn * Pr * Pn / (np.float32(f_d) * den)
-    psf_d = _stamp_from(irfft(PD), max(psf_new.size, psf_ref.size))
-    # score and its variance
-    kn_h = (fn * fr**2) * np.conj(Pn) * (Pr2 * inv_den2)
-    kr_h = (fr * fn**2) * np.conj(Pr) * (Pn2 * inv_den2)
-    Sn = irfft(kn_h * Nh)
-    Sr = irfft(kr_h * Rh)
-    S = (Sn - Sr)[:ny, :nx]
-    f_s = _full_sum((fn**2 * fr**2) * Pn2 * Pr2 * inv_den2, shape[1]) / (shape[0] * shape[1])
+    # inv_den = 1 / sqrt(sigma_n^2 F_r^2 |P_r|^2 + sigma_r^2 F_n^2 |P_n|^2), in place
+    inv_den = np.square(Pr.real)
+    inv_den += np.square(Pr.imag)
+    inv_den *= np.float32(sn2 * fr**2)
+    tmp = np.square(Pn.real)
+    tmp += np.square(Pn.imag)
+    tmp *= np.float32(sr2 * fn**2)
+    inv_den += tmp
+    del tmp
+    np.maximum(inv_den, np.float32(1e-30), out=inv_den)
+    np.sqrt(inv_den, out=inv_den)
+    np.reciprocal(inv_den, out=inv_den)
+    Sn = None
+    if astrometric_rms_px > 0:  # S_n = k_n N on its own for the astrometric term
+        kn_h = np.conj(Pn) * np.square(np.abs(Pr) * inv_den) * np.float32(fn * fr**2)
+        Sn = irfft(kn_h * Nh)[:ny, :nx]
+        del kn_h
+    # D_hat = (F_r P_r N_hat - F_n P_n R_hat) / den, built in Nh
+    Nh *= Pr
+    Rh *= Pn
+    Rh *= np.float32(fn / fr)
+    Nh -= Rh
+    del Rh
+    Nh *= inv_den
+    Nh *= np.float32(fr)
+    D = irfft(Nh.copy())[:ny, :nx]
+    # S_hat = F_r F_n conj(P_r P_n) / den * D_hat  (= k_n N_hat - k_r R_hat)
+    Pr *= Pn
+    del Pn
+    np.conjugate(Pr, out=Pr)
+    Pr *= inv_den
+    del inv_den
+    Nh *= Pr
+    del Pr
+    Nh *= np.float32(fr * fn)
+    S = irfft(Nh)[:ny, :nx]
+    del Nh
+    f_s = kern.f_s
     if gain_new is None and gain_ref is None:
-        vs = np.full((ny, nx), f_s, dtype=np.float32)  # sigma_n^2 sum k_n^2 + sigma_r^2 sum k_r^2 == F_S
+        vs = None  # sigma_n^2 sum k_n^2 + sigma_r^2 sum k_r^2 == F_S: a constant
     else:
-        kn2 = rfft(irfft(kn_h) ** 2)
-        kr2 = rfft(irfft(kr_h) ** 2)
-        vn = np.full(shape, sn2, dtype=np.float32)
-        vr = np.full(shape, sr2, dtype=np.float32)
-        if gain_new is not None:
-            vn += np.clip(N, 0, None) / np.float32(gain_new)
-        if gain_ref is not None:
-            vr += np.clip(R, 0, None) / np.float32(gain_ref)
-        vs = irfft(kn2 * rfft(vn) + kr2 * rfft(vr))[:ny, :nx]
+        vn = np.square(kern.k_n).astype(np.float32)
+        vr = np.square(kern.k_r).astype(np.float32)
+        src_n = np.clip(N, 0, None) / np.float32(gain_new) if gain_new is not None else None
+        src_r = np.clip(R, 0, None) / np.float32(gain_ref) if gain_ref is not None else None
+        acc = None
+        for src, k2, s2 in ((src_n, vn, sn2), (src_r, vr, sr2)):
+            if src is None:
+                continue
+            term = rfft(src) * rfft(_padded_psf_raw(k2, shape))
+            acc = term if acc is None else acc + term
+        vs = irfft(acc)[:ny, :nx] + np.float32(f_s)  # background part: the constant F_S
     if astrometric_rms_px > 0:
         a2 = np.float32(astrometric_rms_px**2)
-        gny, gnx = np.gradient(Sn[:ny, :nx])
-        gry, grx = np.gradient(Sr[:ny, :nx])
-        vs = vs + a2 * (gnx**2 + grx**2 + gny**2 + gry**2)
-    vs = np.maximum(vs, np.float32(f_s * 1e-6))
-    sqrt_vs = np.sqrt(vs)
-    score = S / sqrt_vs
-    bad = invalid.copy()
+        Sr = Sn - S
+        gny, gnx = np.gradient(Sn)
+        gry, grx = np.gradient(Sr)
+        extra = a2 * (gnx**2 + grx**2 + gny**2 + gry**2)
+        vs = extra + np.float32(f_s) if vs is None else vs + extra
+    bad = invalid
     if edge > 0:
+        bad = invalid.copy()
         bad[:edge, :] = bad[-edge:, :] = True
         bad[:, :edge] = bad[:, -edge:] = True
-        if invalid.any():
+        if any_invalid:
             bad |= binary_dilation(invalid, iterations=edge)
     valid = ~bad
+    if vs is None:
+        score = S * np.float32(1.0 / np.sqrt(f_s))
+        flux_err = np.broadcast_to(np.float32(1.0 / np.sqrt(f_s)), (ny, nx))
+    else:
+        np.maximum(vs, np.float32(f_s * 1e-6), out=vs)
+        sqrt_vs = np.sqrt(vs)
+        score = S / sqrt_vs
+        flux_err = sqrt_vs / np.float32(f_s)
     sample = score[valid]
     if sample.size > 200_000:
         sample = sample[:: sample.size // 200_000]
     mad = float(np.median(np.abs(sample - np.median(sample)))) * 1.4826 if sample.size else float("nan")
     if renormalise and np.isfinite(mad) and mad > 0:
-        score = score / np.float32(mad)
-    score = np.where(valid, score, np.float32(np.nan)).astype(np.float32)
-    diff = np.where(valid, D * np.float32(f_new / f_d), np.float32(np.nan)).astype(np.float32)
-    return ZogyResult(score=score, flux=(S / np.float32(f_s)).astype(np.float32),
-                      flux_err=(sqrt_vs / np.float32(f_s)).astype(np.float32), difference=diff,
-                      difference_noise_adu=float(f_new / f_d), psf_difference=psf_d, f_d=f_d, f_s=float(f_s),
-                      score_rms=mad, valid=valid)
+        score /= np.float32(mad)
+    score[bad] = np.nan
+    diff = D * np.float32(fn / f_d)
+    diff[bad] = np.nan
+    return ZogyResult(score=score, flux=S * np.float32(1.0 / f_s), flux_err=flux_err, difference=diff,
+                      difference_noise_adu=float(fn / f_d), psf_difference=kern.psf_d, f_d=float(f_d),
+                      f_s=float(f_s), score_rms=mad, valid=valid)
+
+
+def _padded_psf_raw(kernel: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """A centred odd kernel in an image of ``shape``, centre on (0, 0), not renormalised, float32."""
+    n = kernel.shape[0]
+    half = n // 2
+    out = np.zeros(shape, dtype=np.float32)
+    out[np.ix_((np.arange(n) - half) % shape[0], (np.arange(n) - half) % shape[1])] = kernel
+    return out
