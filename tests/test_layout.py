@@ -25,6 +25,7 @@ LAYERS: dict[str, int] = {
     "server.timeseries": 3,
     "server.ttv": 4,
     "server.synth": 4,
+    "server.transients": 5,     # references, ZOGY difference imaging, candidates, cross-match, alerts
     "work_generator": 5,
     "validator": 5,
     "assimilator": 6,
