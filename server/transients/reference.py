@@ -130,7 +130,10 @@ def build_reference(app: OpenAstro, target: str, band: str) -> ReferenceBuild:
     with tempfile.TemporaryDirectory(dir=app.work_dir("transients-reference")) as tmp:
         norm, wts = [], []
         for i, f in enumerate(chosen):
-            rp = reproject_image(f.path, grid, shape, out_path=Path(tmp) / f"{i:04d}_reproj.fits")
+            # a short name for the store object (reproject_image records the source name in a header card)
+            link = Path(tmp) / f"obs{f.observation_id}.fits"
+            link.symlink_to(f.path)
+            rp = reproject_image(str(link), grid, shape, out_path=Path(tmp) / f"{i:04d}_reproj.fits")
             out = normalise_image(rp, zero_point=f.zero_point, exptime_s=f.exptime_s,
                                   weight_path=str(Path(rp).with_name(Path(rp).stem + "_weight.fits")),
                                   out_path=Path(tmp) / f"{i:04d}_norm.fits")
