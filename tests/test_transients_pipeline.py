@@ -184,3 +184,28 @@ def test_frame_without_a_reference_is_skipped_by_the_pipeline(oa_app, tmp_path, 
     oid = _new_epoch(oa_app, tmp_path, field, "lonely", 60736.0, seed=3)
     [out] = run_pipeline(oa_app, [oid], ("transients",))
     assert out.status == "skipped" and "no reference" in out.message
+
+
+def test_facade_find_transients_returns_the_candidates_as_plain_data(oa_app, tmp_path, field):
+    from server import stages
+    from server.core.db.models import TransientReference
+
+    b = _build(oa_app, tmp_path, field)
+    oid = _new_epoch(oa_app, tmp_path, field, "facade", 60736.0, seed=7)
+    with oa_app.db.session() as s:
+        ref_path = str(oa_app.store.path(s.get(TransientReference, b.reference_id).image_key))
+        new_path = str(oa_app.store.path(s.get(Observation, oid).solved_storage_key))
+    out = stages.find_transients(new_path, ref_path, BASE.zero_point, scorer=_always(0.9))
+    ra, dec, _ = field["transient"]
+    near = [c for c in out["candidates"]
+            if abs(c["ra_deg"] - ra) * 3600 * np.cos(np.radians(dec)) < 1.5 and abs(c["dec_deg"] - dec) * 3600 < 1.5]
+    assert len(near) == 1 and near[0]["sign"] == 1 and near[0]["snr"] > 10
+    assert out["n_candidates"] == len(out["rb"]) and set(out["rb"]) == {0.9}
+    with pytest.raises(ValueError, match="EXPTIME"):
+        from astropy.io import fits
+
+        bare = tmp_path / "bare.fits"
+        hdr = fits.getheader(new_path)
+        del hdr["EXPTIME"]
+        fits.writeto(bare, fits.getdata(new_path), hdr)
+        stages.find_transients(str(bare), ref_path, BASE.zero_point)
