@@ -209,3 +209,23 @@ def test_facade_find_transients_returns_the_candidates_as_plain_data(oa_app, tmp
         del hdr["EXPTIME"]
         fits.writeto(bare, fits.getdata(new_path), hdr)
         stages.find_transients(str(bare), ref_path, BASE.zero_point)
+
+
+def test_pipeline_runs_the_transient_stage_after_calibration_when_a_reference_exists(oa_app, tmp_path, field,
+                                                                                   monkeypatch):
+    from server.pipeline import runner
+
+    _build(oa_app, tmp_path, field)
+    oid = _new_epoch(oa_app, tmp_path, field, "chain", 60736.0, seed=7)
+    # calibration has its own tests (tests/test_stage_runner.py); here it stands as done, so the chain goes on
+    monkeypatch.setitem(runner.STAGE_FUNCTIONS, "calibrate",
+                        lambda app, o: runner.StageOutcome(o, "calibrate", "ok", "calibrated (stand-in)"))
+    outcomes = runner.run_pipeline(oa_app, [oid], ("calibrate",))
+    assert [(o.stage, o.status) for o in outcomes] == [("calibrate", "ok"), ("transients", "ok")], outcomes
+    with oa_app.db.session() as s:
+        statuses = {c.status for c in s.scalars(select(TransientCandidate))}
+    # without the classifier in this branch nothing is scored, so nothing is alerted
+    from server.transients.stage import default_scorer
+
+    if default_scorer()[0] is None:
+        assert statuses == {"unscored"}
