@@ -11,7 +11,8 @@ injected ``scorer`` (``score_triplets`` of ``server.transients.classify``) turns
 ``run_transients`` is the I/O around it for one observation: it reads the frame and the target's current
 reference, cross-matches each candidate, stores candidates (triplets in the object store as one npz per frame),
 and for every candidate with rb > ``transients_rb_threshold`` and no star or solar-system match writes an alert
-(Avro + VOEvent in the store, a ``transient_alerts`` row) with the object's earlier detections as its history.
+(Avro + VOEvent in the store, a ``transient_alerts`` row) with the earlier detections within 1.5" (alerted or not,
+vetoed ones excepted) as its history; alerted candidates within 1.5" share one ``transient_objects`` row.
 All database work is one transaction.
 """
 
@@ -183,6 +184,23 @@ def _find_object(session, ra: float, dec: float):
     return None if best is None else best[1]
 
 
+def _previous_detections(session, cand) -> list:
+    """Earlier candidates within ``OBJECT_MATCH_ARCSEC`` of ``cand`` (any status but vetoed ones), oldest first:
+    the alert history of the position."""
+    from sqlalchemy import select
+
+    from server.core.db.models import TransientCandidate
+    from server.transients.crossmatch import _sep_arcsec
+
+    win = OBJECT_MATCH_ARCSEC / 3600.0
+    rows = session.scalars(select(TransientCandidate).where(
+        TransientCandidate.dec_deg.between(cand.dec_deg - win, cand.dec_deg + win),
+        TransientCandidate.id != cand.id, TransientCandidate.jd < cand.jd,
+        TransientCandidate.status.not_in(("star", "solar_system")))).all()
+    near = [c for c in rows if float(_sep_arcsec(cand.ra_deg, cand.dec_deg, c.ra_deg, c.dec_deg)) <= OBJECT_MATCH_ARCSEC]
+    return sorted(near, key=lambda c: (c.jd, c.id))
+
+
 def run_transients(app, observation_id: int, *, scorer: Scorer | None = None, rb_version: str | None = None,
                    providers: Sequence | None = None) -> TransientRun:
     """Run the transient stage for one calibrated observation (see the module docstring)."""
@@ -259,9 +277,7 @@ def run_transients(app, observation_id: int, *, scorer: Scorer | None = None, rb
                 s.add(obj)
                 s.flush()
                 obj.name = _object_name(obj.id, jd)
-            previous = s.scalars(select(TransientCandidate).where(
-                TransientCandidate.object_id == obj.id, TransientCandidate.id != cand.id)
-                .order_by(TransientCandidate.jd)).all()
+            previous = _previous_detections(s, cand)
             cand.object_id = obj.id
             obj.n_detections += 1
             obj.first_jd, obj.last_jd = min(obj.first_jd, jd), max(obj.last_jd, jd)
