@@ -217,11 +217,14 @@ def test_pipeline_runs_the_transient_stage_after_calibration_when_a_reference_ex
 
     _build(oa_app, tmp_path, field)
     oid = _new_epoch(oa_app, tmp_path, field, "chain", 60736.0, seed=7)
-    # calibration has its own tests (tests/test_stage_runner.py); here it stands as done, so the chain goes on
-    monkeypatch.setitem(runner.STAGE_FUNCTIONS, "calibrate",
-                        lambda app, o: runner.StageOutcome(o, "calibrate", "ok", "calibrated (stand-in)"))
-    outcomes = runner.run_pipeline(oa_app, [oid], ("calibrate",))
-    assert [(o.stage, o.status) for o in outcomes] == [("calibrate", "ok"), ("transients", "ok")], outcomes
+    # solving and calibration have their own tests (tests/test_stage_runner.py); here they stand as done
+    for stage in ("solve", "calibrate"):
+        monkeypatch.setitem(runner.STAGE_FUNCTIONS, stage,
+                            lambda app, o, stage=stage: runner.StageOutcome(o, stage, "ok", "done (stand-in)"))
+    outcomes = runner.run_pipeline(oa_app, [oid])
+    assert [(o.stage, o.status) for o in outcomes] == [("solve", "ok"), ("calibrate", "ok"), ("transients", "ok")]
+    # a single named stage (the queue's per-stage tasks) runs alone
+    assert [o.stage for o in runner.run_pipeline(oa_app, [oid], ("calibrate",))] == ["calibrate"]
     with oa_app.db.session() as s:
         statuses = {c.status for c in s.scalars(select(TransientCandidate))}
     # without the classifier in this branch nothing is scored, so nothing is alerted

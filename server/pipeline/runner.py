@@ -1,7 +1,8 @@
 """The per-observation stage runner: ingest -> solve -> calibrate (-> transients).
 
-The transient stage (``server.transients.stage``) follows a successful calibration automatically for frames whose
-target and band have a reference image, and runs for any calibrated frame when named in ``stages``.
+The transient stage (``server.transients.stage``) follows a successful calibration automatically in the whole
+pipeline (the default ``stages``) for frames whose target and band have a reference image, and runs for any
+calibrated frame when named in ``stages``. A single named stage runs alone (the queue's per-stage tasks).
 
 Each stage is a pure function (``server.image.solve.plate_solve``, ``server.image.calibrate.calibrate_frame``) wrapped here
 with the I/O: files come out of the object store, results go back into it and into the database, and every
@@ -263,7 +264,7 @@ def run_pipeline(app: OpenAstro, observation_ids: Iterable[int], stages: Sequenc
     outcomes: list[StageOutcome] = []
     for oid in observation_ids:
         chain = list(stages)
-        if "calibrate" in chain and TRANSIENT_STAGE not in chain:
+        if tuple(stages) == STAGES:  # the whole per-observation pipeline; a single named stage runs alone
             chain.append(TRANSIENT_STAGE)  # run only if the frame has a reference, checked below
         for stage in chain:
             if stage == TRANSIENT_STAGE and stage not in stages and not has_reference(app, oid):
