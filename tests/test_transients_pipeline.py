@@ -232,3 +232,42 @@ def test_pipeline_runs_the_transient_stage_after_calibration_when_a_reference_ex
 
     if default_scorer()[0] is None:
         assert statuses == {"unscored"}
+
+
+def test_staleness_policy_names_each_reason():
+    from server.core.settings import load_settings
+    from server.transients.reference import EligibleFrame, staleness
+
+    st = load_settings(env={}, overrides={"transients_reference_max_age_days": 100.0})
+    built = dt.datetime(2026, 1, 1)
+
+    def frames(n, fwhm, inst=1):
+        return [EligibleFrame(i, "f.fits", 21.0, 60.0, fwhm, inst, None) for i in range(n)]
+
+    now = built + dt.timedelta(days=10)
+    assert staleness(built, 3.0, 5, [1], frames(5, 3.0), st, now=now) == []
+    assert staleness(built, 3.0, 5, [1], frames(5, 3.0), st, now=built + dt.timedelta(days=101))[0].startswith("age")
+    assert staleness(built, 3.0, 5, [1], frames(5, 3.0) + frames(3, 2.0), st, now=now)[0].startswith("seeing")
+    assert staleness(built, 3.0, 5, [1], frames(10, 3.0), st, now=now)[0].startswith("depth")
+    assert staleness(built, 3.0, 5, [1], frames(5, 3.0) + frames(1, 3.1, inst=2), st, now=now) == [
+        "new instrument(s) [2]"]
+
+
+def test_reference_cli_builds_and_reports_status(oa_app, tmp_path, field):
+    from server.cli import main
+
+    rng = np.random.default_rng(5)
+    for i in range(2):
+        _register(oa_app, tmp_path, BASE.with_(dec_deg=BASE.dec_deg + i * PX), rng, DataFrameCatalog(field["stars"]),
+                  f"r{i}", 60676.0 + i, 2.2)
+    env = {"OPENASTRO_VAR_DIR": str(tmp_path / "var")}
+    few = CliRunner().invoke(main, ["transients", "reference", "build", "Field", "--band", "V"], env=env)
+    assert few.exit_code == 1 and "needs at least 3" in few.output
+    _register(oa_app, tmp_path, BASE.with_(ra_deg=BASE.ra_deg + PX), rng, DataFrameCatalog(field["stars"]), "r2",
+              60678.0, 2.3)
+    ok = CliRunner().invoke(main, ["transients", "reference", "build", "Field", "--band", "V"], env=env)
+    assert ok.exit_code == 0 and ok.output.startswith("reference #1: 3 frames"), ok.output
+    st = CliRunner().invoke(main, ["transients", "reference", "status", "Field", "--band", "V"], env=env)
+    assert st.exit_code == 0 and "reference #1" in st.output and st.output.strip().endswith("fresh"), st.output
+    nope = CliRunner().invoke(main, ["transients", "reference", "status", "Nowhere", "--band", "V"], env=env)
+    assert nope.exit_code == 1 and "no target named 'Nowhere'" in nope.output

@@ -117,3 +117,14 @@ def test_injection_recovery_reaches_half_completeness_below_snr_6_with_few_false
     assert curve.completeness[curve.snr_bins == 8.0][0] >= 0.9
     assert curve.completeness[curve.snr_bins == 3.0][0] <= 0.1  # a 3-sigma source cannot pass a 5-sigma cut
     assert curve.false_per_frame < 1.0
+
+
+def test_bad_inputs_are_refused_with_the_offending_value():
+    rng = np.random.default_rng(15)
+    new, ref, pn, pr, k = _pair(rng)
+    with pytest.raises(ValueError, match="same shape"):
+        zogy(new, ref[:100], pn, pr, **k)
+    with pytest.raises(ValueError, match="sigma_ref must be a finite number > 0, got -1"):
+        zogy(new, ref, pn, pr, **{**k, "sigma_ref": -1.0})
+    with pytest.raises(ValueError, match="threshold"):
+        detect(zogy(new, ref, pn, pr, **k), new, ref, threshold=0.0)
