@@ -117,8 +117,9 @@ def zogy(new: np.ndarray, ref: np.ndarray, psf_new: PSFModel, psf_ref: PSFModel,
     """Subtract ``ref`` from ``new`` (same grid, backgrounds removed) and compute the ZOGY score image.
 
     ``gain_*`` (e-/ADU) switch on the Poisson variance of the sources (V = sigma^2 + max(image, 0) / gain);
-    ``None`` leaves it out (background-limited). ``renormalise`` divides S_corr by its measured robust rms
-    (for references with correlated noise, e.g. resampled stacks); the raw rms is reported either way.
+    ``None`` leaves it out (background-limited). ``renormalise`` divides S_corr by its measured robust rms and
+    multiplies the flux error by it (for references with correlated noise, e.g. resampled stacks); the raw rms is
+    reported either way. With background-limited variance ``flux_err`` is a read-only broadcast constant.
 
     Cost: 4 real FFTs forward and 2 inverse of the (padded) frame; the source-noise variance adds 4 forward and
     1 inverse, the astrometric term 1 inverse. The PSF-pair kernels are computed on a small grid.
@@ -236,6 +237,7 @@ def zogy(new: np.ndarray, ref: np.ndarray, psf_new: PSFModel, psf_ref: PSFModel,
     mad = float(np.median(np.abs(sample - np.median(sample)))) * 1.4826 if sample.size else float("nan")
     if renormalise and np.isfinite(mad) and mad > 0:
         score /= np.float32(mad)
+        flux_err = flux_err * np.float32(mad)  # keeps flux / flux_err == S_corr
     score[bad] = np.nan
     diff = D * np.float32(fn / f_d)
     diff[bad] = np.nan
