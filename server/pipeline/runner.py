@@ -226,7 +226,7 @@ def has_reference(app: OpenAstro, observation_id: int) -> bool:
             return False
         return s.scalars(select(TransientReference.id).where(
             TransientReference.target_id == obs.target_id, TransientReference.band == (cal.band or obs.filter),
-            TransientReference.status == "ready")).first() is not None
+            TransientReference.status == "ready", TransientReference.image_key.is_not(None))).first() is not None
 
 
 def run_transients_stage(app: OpenAstro, observation_id: int, scorer=None, providers=None) -> StageOutcome:

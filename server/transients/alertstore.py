@@ -53,5 +53,7 @@ def alert_packet(app, alert_id: int, kind: str) -> bytes:
         if a is None:
             raise KeyError(alert_id)
         key = a.avro_key if kind == "avro" else a.voevent_key
+        if key is None:
+            raise KeyError(alert_id)  # the packet object was lost (see `openastro store check`)
     with app.store.open(key) as fh:
         return fh.read()

@@ -178,7 +178,8 @@ def build_reference(app: OpenAstro, target: str, band: str) -> ReferenceBuild:
 def current_reference(session, target_id: int, band: str) -> TransientReference | None:
     return session.scalars(select(TransientReference).where(
         TransientReference.target_id == target_id, TransientReference.band == band,
-        TransientReference.status == "ready").order_by(TransientReference.id.desc())).first()
+        TransientReference.status == "ready", TransientReference.image_key.is_not(None))
+        .order_by(TransientReference.id.desc())).first()
 
 
 def staleness(ref_built_at: dt.datetime, ref_fwhm: float | None, ref_n: int, ref_instruments: list[int],

@@ -265,7 +265,7 @@ def run_transients(app, observation_id: int, *, scorer: Scorer | None = None, rb
                 observation_id=observation_id, reference_id=ref_id, jd=jd, band=band, x=c.x, y=c.y,
                 ra_deg=c.ra_deg, dec_deg=c.dec_deg, sign=c.sign, snr=c.snr, flux=c.flux, flux_err=c.flux_err,
                 mag=c.mag, mag_err=c.mag_err, fwhm_px=_finite(c.fwhm_px), elongation=_finite(c.elongation), rb=rb,
-                status=status, crossmatch=report.as_dict(), triplet_key=f"{trip_key}#{i}")
+                status=status, crossmatch=report.as_dict(), triplet_key=trip_key, triplet_index=i)
             s.add(cand)
             s.flush()
             if status != "alerted":

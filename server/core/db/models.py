@@ -370,7 +370,7 @@ class TransientReference(Base):
     target_id: Mapped[int] = mapped_column(ForeignKey("targets.id"), index=True)
     band: Mapped[str] = mapped_column(String(16))
     status: Mapped[str] = mapped_column(String(16), default="ready")
-    image_key: Mapped[str] = mapped_column(String(255))
+    image_key: Mapped[Optional[str]] = mapped_column(String(255))  # NULL: the object was lost (store check)
     uncertainty_key: Mapped[Optional[str]] = mapped_column(String(255))
     coverage_key: Mapped[Optional[str]] = mapped_column(String(255))
     n_frames: Mapped[int] = mapped_column(Integer)
@@ -421,7 +421,8 @@ class TransientCandidate(Base):
     rb: Mapped[Optional[float]] = mapped_column(Double)
     status: Mapped[str] = mapped_column(String(16))  # alerted, bogus, star, solar_system, unscored, negative
     crossmatch: Mapped[Optional[dict[str, Any]]] = mapped_column(JSON)
-    triplet_key: Mapped[Optional[str]] = mapped_column(String(255))
+    triplet_key: Mapped[Optional[str]] = mapped_column(String(255))  # npz of the frame's triplets
+    triplet_index: Mapped[Optional[int]] = mapped_column(Integer)  # this candidate's row in it
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
@@ -438,6 +439,6 @@ class TransientAlert(Base):
     mag: Mapped[Optional[float]] = mapped_column(Double)
     rb: Mapped[float] = mapped_column(Double)
     n_previous: Mapped[int] = mapped_column(Integer, default=0)
-    avro_key: Mapped[str] = mapped_column(String(255))
-    voevent_key: Mapped[str] = mapped_column(String(255))
+    avro_key: Mapped[Optional[str]] = mapped_column(String(255))  # NULL: the object was lost (store check)
+    voevent_key: Mapped[Optional[str]] = mapped_column(String(255))
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
