@@ -26,6 +26,7 @@ BENCHMARKS = {
     "queue": "tasks/s through Redis vs in-process (no-op, ingest); upload-to-photometry latency",
     "classify": "real/bogus scores of 100 candidates (numpy braai vs a direct-loop forward pass); held-out ROC AUC",
     "app": "frozen app size, start-up time, peak memory per task kind (needs --app)",
+    "transients": "4k ZOGY vs plain numpy ZOGY; injection completeness curve; 100-candidate classification",
     "boinc_real": "real BOINC server: WU and campaign round trips, create_work --stdin WUs/s (needs --app, root)",
 }
 

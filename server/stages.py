@@ -23,6 +23,8 @@ extract_transit_times    (light_curve: DataFrame, transit_params: dict)         
 run_ttv_inference        (ttv_data: DataFrame, prior_config: dict)                 posterior_samples,
                                                                                    log_evidence, best_fit,
                                                                                    credible_intervals, ...
+find_transients          (fits_path, reference_path, zero_point)                   n_candidates, candidates,
+                                                                                   rb, fwhm_new_px, ...
 ======================== ========================================================= ==========================
 """
 
@@ -45,6 +47,7 @@ __all__ = [
     "lomb_scargle",
     "extract_transit_times",
     "run_ttv_inference",
+    "find_transients",
 ]
 
 
@@ -84,3 +87,23 @@ def calibrate_photometry(fits_path: str, site_id: str | int, *, app=None, catalo
             raise ValueError(f"no site {site_id!r}: add it with `openastro site add`")
         update_instrument_registry(session, site.id, camera, result)
     return result.as_dict()
+
+
+def find_transients(fits_path: str, reference_path: str, zero_point: float, *, exptime_s: float | None = None,
+                    scorer=None, snr_threshold: float = 5.0) -> dict:
+    """Difference a plate-solved, calibrated frame against a reference image (common flux unit) and list its
+    >= 5-sigma candidates; see :func:`server.transients.stage.find_transients`. ``scorer`` maps (N, 63, 63, 3)
+    triplets to real-bogus scores (default: the classifier's braai model when installed, else no scores)."""
+    from server.image.fitsimage import open_image
+    from server.transients.stage import default_scorer, find_transients as _find
+
+    new, new_header = open_image(fits_path)
+    ref, ref_header = open_image(reference_path)
+    if exptime_s is None:
+        if "EXPTIME" not in new_header:
+            raise ValueError(f"{fits_path}: no EXPTIME in the header and no exptime_s given")
+        exptime_s = float(new_header["EXPTIME"])
+    if scorer is None:
+        scorer, _ = default_scorer()
+    return _find(new, new_header, ref, ref_header, zero_point=zero_point, exptime_s=exptime_s, scorer=scorer,
+                 snr_threshold=snr_threshold).as_dict()

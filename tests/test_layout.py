@@ -26,6 +26,7 @@ LAYERS: dict[str, int] = {
     "server.transients": 4,     # difference imaging, detection, real/bogus classifier, cross-match, alerts
     "server.ttv": 4,
     "server.synth": 4,
+    "server.transients": 5,     # references, ZOGY difference imaging, candidates, cross-match, alerts
     "work_generator": 5,
     "validator": 5,
     "assimilator": 6,

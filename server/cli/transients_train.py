@@ -1,7 +1,6 @@
 """``openastro transients train``: train our real/bogus CNN on injected triplets and save it as plain data.
 
-(If the ``transients`` group of the difference-imaging work exists, ``train`` belongs under it; this module
-then only contributes the command.)
+The command is attached to the ``transients`` group (server/cli/transients.py).
 """
 from __future__ import annotations
 
@@ -15,12 +14,7 @@ from server.transients.train import TrainConfig, save_model, train as train_mode
 _DEFAULTS = TrainConfig()
 
 
-@click.group("transients")
-def transients_train() -> None:
-    """Transient branch: real/bogus classifier training."""
-
-
-@transients_train.command("train")
+@click.command("train")
 @click.option("--out", type=click.Path(dir_okay=False), default=str(OPENASTRO_MODEL), show_default=True,
               help="Model file to write (JSON; the weights go beside it as .npz).")
 @click.option("--n-train", type=int, default=_DEFAULTS.n_train, show_default=True, help="Injected training triplets.")

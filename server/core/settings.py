@@ -58,6 +58,13 @@ def _non_negative_float(value: Any) -> float:
     return number
 
 
+def _probability(value: Any) -> float:
+    number = float(value)
+    if not 0.0 <= number <= 1.0:
+        raise ValueError("must be a number in [0, 1]")
+    return number
+
+
 def _port(value: Any) -> int:
     number = int(value)
     if not 0 < number < 65536:
@@ -186,6 +193,26 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("ttv_reinference", "on_new_transit", _choice("on_new_transit", "off"),
             "When new transit times of a target with a stored TTV posterior arrive: re-run its inference "
             "(warm-started, on the mcmc queue) or leave it to the operator. See server/ttv/reinfer.py for why."),
+    Setting("transients_rb_threshold", 0.8, _probability,
+            "Real-bogus score above which a candidate with no catalog match becomes an alert (0-1)."),
+    Setting("transients_snr_threshold", 5.0, _positive_float,
+            "Detection threshold in the ZOGY score image, sigma (positive and negative candidates)."),
+    Setting("transients_reference_max_frames", 20, _positive_int,
+            "Best-seeing calibrated frames stacked into a reference image."),
+    Setting("transients_reference_min_frames", 3, _positive_int,
+            "Fewest frames a reference image is built from (fewer: no reference, no difference imaging)."),
+    Setting("transients_reference_max_age_days", 365.0, _positive_float,
+            "A reference older than this is stale (rebuild with `openastro transients reference build`)."),
+    Setting("transients_reference_seeing_gain", 0.8, _probability,
+            "A reference is stale when enough frames with FWHM below this fraction of its own seeing exist."),
+    Setting("transients_reference_depth_gain", 2.0, _positive_float,
+            "A reference is stale when this many times its frame count of eligible frames exist (deeper stack)."),
+    Setting("transients_crossmatch_offline", True, _bool,
+            "Skip the online cross-match providers (SkyBoT, NED, SDSS) and say so in each alert; cache hits still count."),
+    Setting("transients_crossmatch_cache_dir", "", _optional_text,
+            "Disk cache of online cross-match answers. Empty: VAR_DIR/crossmatch-cache."),
+    Setting("transients_star_match_arcsec", 2.0, _positive_float,
+            "A candidate within this distance of a catalog star is that star varying, not a new transient."),
 )
 
 _BY_NAME = {s.name: s for s in SETTINGS}
@@ -222,6 +249,10 @@ class Settings:
     @property
     def resolved_catalog_cache_dir(self) -> Path:
         return Path(self.values["catalog_cache_dir"] or Path(self.values["var_dir"]) / "catalog-cache").absolute()
+
+    @property
+    def resolved_crossmatch_cache_dir(self) -> Path:
+        return Path(self.values["transients_crossmatch_cache_dir"] or Path(self.values["var_dir"]) / "crossmatch-cache").absolute()
 
     def with_overrides(self, **overrides: Any) -> "Settings":
         return load_settings(config_path=None, env={}, overrides={**self.values, **overrides})

@@ -41,6 +41,9 @@ from server.core.db.models import (
     Posterior,
     Result,
     Stack,
+    TransientAlert,
+    TransientCandidate,
+    TransientReference,
 )
 
 OBJECT_MISSING = "object_missing"  # Observation.status when its raw object is gone (set by repair)
@@ -57,6 +60,12 @@ KEY_COLUMNS: tuple[tuple[type, str], ...] = (
     (Stack, "coverage_key"),
     (Result, "storage_key"),
     (Posterior, "storage_key"),
+    (TransientReference, "image_key"),
+    (TransientReference, "uncertainty_key"),
+    (TransientReference, "coverage_key"),
+    (TransientCandidate, "triplet_key"),
+    (TransientAlert, "avro_key"),
+    (TransientAlert, "voevent_key"),
 )
 
 

@@ -1,4 +1,8 @@
-"""The per-observation stage runner: ingest -> solve -> calibrate.
+"""The per-observation stage runner: ingest -> solve -> calibrate (-> transients).
+
+The transient stage (``server.transients.stage``) follows a successful calibration automatically in the whole
+pipeline (the default ``stages``) for frames whose target and band have a reference image, and runs for any
+calibrated frame when named in ``stages``. A single named stage runs alone (the queue's per-stage tasks).
 
 Each stage is a pure function (``server.image.solve.plate_solve``, ``server.image.calibrate.calibrate_frame``) wrapped here
 with the I/O: files come out of the object store, results go back into it and into the database, and every
@@ -26,6 +30,8 @@ from server.core.db.models import (
 )
 
 STAGES = ("solve", "calibrate")
+#: runs after a successful calibration when the frame's target and band have a reference image (or when named)
+TRANSIENT_STAGE = "transients"
 
 
 @dataclass(frozen=True)
@@ -206,9 +212,45 @@ def run_calibrate(app: OpenAstro, observation_id: int, catalog=None) -> StageOut
     return StageOutcome(observation_id, "calibrate", "ok", message)
 
 
+# --- transients -------------------------------------------------------------------------------------
+
+
+def has_reference(app: OpenAstro, observation_id: int) -> bool:
+    """Whether the observation's target has a reference image in the band of its calibration."""
+    from server.core.db.models import TransientReference
+
+    with app.db.session() as s:
+        obs = s.get(Observation, observation_id)
+        cal = s.scalars(select(Calibration).where(Calibration.observation_id == observation_id)).one_or_none()
+        if obs is None or cal is None or obs.target_id is None:
+            return False
+        return s.scalars(select(TransientReference.id).where(
+            TransientReference.target_id == obs.target_id, TransientReference.band == (cal.band or obs.filter),
+            TransientReference.status == "ready", TransientReference.image_key.is_not(None))).first() is not None
+
+
+def run_transients_stage(app: OpenAstro, observation_id: int, scorer=None, providers=None) -> StageOutcome:
+    """Difference imaging, candidates and alerts (server.transients.stage.run_transients), recorded."""
+    from server.transients.psf import PSFError
+    from server.transients.stage import run_transients
+
+    started = utcnow()
+    try:
+        run = run_transients(app, observation_id, scorer=scorer, providers=providers)
+        status, message = ("ok" if run.status == "ok" else "skipped"), run.message
+    except (ValueError, PSFError) as exc:
+        status, message = "failed", str(exc)
+    with app.db.session() as s:
+        if s.get(Observation, observation_id) is None:
+            raise StageError(f"no observation with id {observation_id}")
+        _record(s, observation_id, TRANSIENT_STAGE, status, message, started)
+    return StageOutcome(observation_id, TRANSIENT_STAGE, status, message)
+
+
 STAGE_FUNCTIONS: dict[str, Callable[[OpenAstro, int], StageOutcome]] = {
     "solve": run_solve,
     "calibrate": run_calibrate,
+    TRANSIENT_STAGE: run_transients_stage,
 }
 
 
@@ -218,10 +260,15 @@ def run_pipeline(app: OpenAstro, observation_ids: Iterable[int], stages: Sequenc
     """Run ``stages`` in order for each observation; a failed stage stops that observation's chain."""
     unknown = [s for s in stages if s not in STAGE_FUNCTIONS]
     if unknown:
-        raise ValueError(f"unknown stage(s) {unknown}; stages are {', '.join(STAGES)}")
+        raise ValueError(f"unknown stage(s) {unknown}; stages are {', '.join(STAGE_FUNCTIONS)}")
     outcomes: list[StageOutcome] = []
     for oid in observation_ids:
-        for stage in stages:
+        chain = list(stages)
+        if tuple(stages) == STAGES:  # the whole per-observation pipeline; a single named stage runs alone
+            chain.append(TRANSIENT_STAGE)  # run only if the frame has a reference, checked below
+        for stage in chain:
+            if stage == TRANSIENT_STAGE and stage not in stages and not has_reference(app, oid):
+                continue
             if not force and _stage_done(app, oid, stage):
                 outcome = StageOutcome(oid, stage, "skipped", "already done")
             else:

@@ -364,6 +364,7 @@ def create_api(app: OpenAstro) -> FastAPI:
         location = f"{API_PREFIX}/observations/{result.observation_id}"
         return JSONResponse(body, status_code=201 if result.created else 200, headers={"Location": location})
 
+    from server.web.alerts_api import alerts_router; api.include_router(alerts_router(app))  # noqa: E702
     return api
 
 

@@ -352,3 +352,93 @@ class Posterior(Base):
     data_sha256: Mapped[Optional[str]] = mapped_column(String(64), index=True)
     transit_time_ids: Mapped[Optional[list[int]]] = mapped_column(JSON)
     warm_started_from: Mapped[Optional[int]] = mapped_column(Integer)
+
+
+# --- transients (server/transients, docs/transients.md) --------------------------------------------------
+
+
+class TransientReference(Base):
+    """A reference image of one target (field) and band: a stack of best-seeing calibrated frames.
+
+    Pixels in the common flux unit (mag = 25 - 2.5 log10 F, server/image/normalise.py). ``provenance`` lists the
+    frames used (observation ids, seeing, zero points, instruments) and the build settings; ``status`` is
+    ``ready`` or ``superseded`` (a newer reference of the same target and band replaced it).
+    """
+
+    __tablename__ = "transient_references"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    target_id: Mapped[int] = mapped_column(ForeignKey("targets.id"), index=True)
+    band: Mapped[str] = mapped_column(String(16))
+    status: Mapped[str] = mapped_column(String(16), default="ready")
+    image_key: Mapped[Optional[str]] = mapped_column(String(255))  # NULL: the object was lost (store check)
+    uncertainty_key: Mapped[Optional[str]] = mapped_column(String(255))
+    coverage_key: Mapped[Optional[str]] = mapped_column(String(255))
+    n_frames: Mapped[int] = mapped_column(Integer)
+    fwhm_arcsec: Mapped[Optional[float]] = mapped_column(Double)  # measured on the stack
+    depth_mag: Mapped[Optional[float]] = mapped_column(Double)  # 5-sigma point-source depth (common system)
+    mjd_start: Mapped[Optional[float]] = mapped_column(Double)
+    mjd_end: Mapped[Optional[float]] = mapped_column(Double)
+    instruments: Mapped[Optional[list[int]]] = mapped_column(JSON)
+    provenance: Mapped[Optional[dict[str, Any]]] = mapped_column(JSON)
+    built_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class TransientObject(Base):
+    """A position on the sky with one or more candidates (the alert history groups by object)."""
+
+    __tablename__ = "transient_objects"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(32), unique=True)
+    ra_deg: Mapped[float] = mapped_column(Double)
+    dec_deg: Mapped[float] = mapped_column(Double, index=True)
+    first_jd: Mapped[float] = mapped_column(Double)
+    last_jd: Mapped[float] = mapped_column(Double)
+    n_detections: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class TransientCandidate(Base):
+    """One >= 5-sigma detection in a difference image, with its measurements and its vetting."""
+
+    __tablename__ = "transient_candidates"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    observation_id: Mapped[int] = mapped_column(ForeignKey("observations.id"), index=True)
+    reference_id: Mapped[int] = mapped_column(ForeignKey("transient_references.id"))
+    object_id: Mapped[Optional[int]] = mapped_column(ForeignKey("transient_objects.id"), index=True)
+    jd: Mapped[float] = mapped_column(Double)  # exposure mid-time, JD UTC
+    band: Mapped[Optional[str]] = mapped_column(String(16))
+    x: Mapped[float] = mapped_column(Double)
+    y: Mapped[float] = mapped_column(Double)
+    ra_deg: Mapped[float] = mapped_column(Double)
+    dec_deg: Mapped[float] = mapped_column(Double)
+    sign: Mapped[int] = mapped_column(Integer)
+    snr: Mapped[float] = mapped_column(Double)
+    flux: Mapped[float] = mapped_column(Double)  # common flux unit
+    flux_err: Mapped[float] = mapped_column(Double)
+    mag: Mapped[Optional[float]] = mapped_column(Double)
+    mag_err: Mapped[Optional[float]] = mapped_column(Double)
+    fwhm_px: Mapped[Optional[float]] = mapped_column(Double)
+    elongation: Mapped[Optional[float]] = mapped_column(Double)
+    rb: Mapped[Optional[float]] = mapped_column(Double)
+    status: Mapped[str] = mapped_column(String(16))  # alerted, bogus, star, solar_system, unscored, negative
+    crossmatch: Mapped[Optional[dict[str, Any]]] = mapped_column(JSON)
+    triplet_key: Mapped[Optional[str]] = mapped_column(String(255))  # npz of the frame's triplets
+    triplet_index: Mapped[Optional[int]] = mapped_column(Integer)  # this candidate's row in it
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class TransientAlert(Base):
+    """An alert issued for a candidate: its Avro and VOEvent packets in the object store."""
+
+    __tablename__ = "transient_alerts"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    candidate_id: Mapped[int] = mapped_column(ForeignKey("transient_candidates.id"), unique=True)
+    object_id: Mapped[int] = mapped_column(ForeignKey("transient_objects.id"), index=True)
+    ra_deg: Mapped[float] = mapped_column(Double)
+    dec_deg: Mapped[float] = mapped_column(Double)
+    jd: Mapped[float] = mapped_column(Double)
+    mag: Mapped[Optional[float]] = mapped_column(Double)
+    rb: Mapped[float] = mapped_column(Double)
+    n_previous: Mapped[int] = mapped_column(Integer, default=0)
+    avro_key: Mapped[Optional[str]] = mapped_column(String(255))  # NULL: the object was lost (store check)
+    voevent_key: Mapped[Optional[str]] = mapped_column(String(255))
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
