@@ -186,6 +186,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("ttv_reinference", "on_new_transit", _choice("on_new_transit", "off"),
             "When new transit times of a target with a stored TTV posterior arrive: re-run its inference "
             "(warm-started, on the mcmc queue) or leave it to the operator. See server/ttv/reinfer.py for why."),
+    Setting("period_search_min_points", 20, _positive_int,
+            "Fewest photometry points a band needs before the reactive pipeline runs a period search on it."),
 )
 
 _BY_NAME = {s.name: s for s in SETTINGS}

@@ -21,7 +21,7 @@ def reactive_enabled(settings: Settings) -> bool:
 
 def on_ingested(result) -> None:
     from server.queue.celery_app import current_app
-    from server.queue.tasks import send
+    from server.queue.tasks import send, send_coalesced
 
     if result.kind == "image":
         send("solve", int(result.observation_id))
@@ -31,7 +31,7 @@ def on_ingested(result) -> None:
         app = current_app()
         for name in targets_of_observation(app, int(result.observation_id)):
             if latest_posterior(app, name) is not None:
-                send("ttv_reinfer", name)
+                send_coalesced("ttv_reinfer", name)
 
 
 def attach(app: OpenAstro) -> None:

@@ -86,6 +86,25 @@ def send(task_name: str, *args, **kwargs):
     return task.apply_async(args=args, kwargs=kwargs, queue=task.queue_name)
 
 
+def send_coalesced(task_name: str, key: str, *args):
+    """Queue ``openastro.<task_name>(key, *args)`` unless a message for the same task and key is already waiting
+    (with a broker; embedded, it runs now). The task calls :func:`started_coalesced` before it reads its data, so
+    data arriving after that queues a new message: nothing is missed, and N triggers while one message waits cost one
+    run. Returns the AsyncResult, or None when coalesced into the waiting message."""
+    task = celery.tasks[f"openastro.{task_name}"]
+    settings = current_app().settings
+    if settings.broker_url and not ops.claim_pending(settings, task.queue_name, task_name, str(key)):
+        return None
+    return send(task_name, key, *args)
+
+
+def started_coalesced(task_name: str, key: str) -> None:
+    task = celery.tasks[f"openastro.{task_name}"]
+    settings = current_app().settings
+    if settings.broker_url and not task.request.is_eager:
+        ops.release_pending(settings, task.queue_name, task_name, str(key))
+
+
 # --- pipeline_fast ---------------------------------------------------------------------------------------------
 
 
@@ -112,6 +131,10 @@ def _stage(stage: str, observation_id: int, follow: bool, then: str | None) -> d
     (outcome,) = run_pipeline(current_app(), [int(observation_id)], [stage])
     if follow and then is not None and outcome.status in ("ok", "skipped"):
         send(then, int(observation_id))
+    if follow and stage == "calibrate" and outcome.status in ("ok", "skipped"):
+        from server.queue.science import on_new_photometry
+
+        on_new_photometry(int(observation_id))
     return {"observation_id": outcome.observation_id, "stage": stage, "status": outcome.status,
             "message": outcome.message}
 
@@ -124,7 +147,8 @@ def solve(observation_id: int, follow: bool = True) -> dict:
 
 @_task("calibrate", "pipeline_fast")
 def calibrate(observation_id: int, follow: bool = True) -> dict:
-    """Calibrate one observation (skipped when already calibrated)."""
+    """Calibrate one observation (skipped when already calibrated), then queue the science chain of the target
+    whose photometry it stored (``science.on_new_photometry``)."""
     return _stage("calibrate", observation_id, follow, None)
 
 
@@ -148,6 +172,7 @@ def ttv_reinfer(target_name: str) -> dict | None:
     (nothing when that posterior already used these data, so re-delivery and duplicate triggers are free)."""
     from server.ttv.reinfer import reinfer
 
+    started_coalesced("ttv_reinfer", target_name)
     out = reinfer(current_app(), str(target_name))
     if out is None:
         return None
@@ -166,6 +191,9 @@ def hold(seconds: float, marker: str | None = None) -> float:
         with open(marker, "a") as fh:
             fh.write(f"{os.getpid()}\n")
     return seconds
+
+
+from server.queue import science as _science, slow as _slow  # noqa: E402,F401 - register their tasks
 
 
 def retry_failed(settings, task_id: str) -> str:
