@@ -190,7 +190,7 @@ def test_stack_task_plans_reprojects_and_co_adds_on_the_slow_queue(tmp_path):
     _stack_frames(app, tmp_path)
     assert celery.tasks["openastro.stack"].queue_name == "pipeline_slow"
     assert celery.tasks["openastro.stack_run"].queue_name == "pipeline_slow"
-    result = send("stack", "Stack field", "V", "local", 64)
+    result = send("stack", "Stack field", "V", "local", 512)
     out = result.get()
     with app.db.session() as s:
         stack = s.scalars(select(Stack)).one()
@@ -198,7 +198,7 @@ def test_stack_task_plans_reprojects_and_co_adds_on_the_slow_queue(tmp_path):
         campaign = s.get(Campaign, out["campaign_id"])
         assert campaign.name.endswith(result.id[:12])
     # the same message delivered again finds its campaign: no second stack is planned
-    again = celery.tasks["openastro.stack"].apply(args=("Stack field", "V", "local", 64), task_id=result.id).get()
+    again = celery.tasks["openastro.stack"].apply(args=("Stack field", "V", "local", 512), task_id=result.id).get()
     assert again["campaign_id"] == out["campaign_id"]
     with app.db.session() as s:
         assert s.scalar(select(func.count()).select_from(Stack)) == 1
