@@ -121,6 +121,29 @@ def test_transit_parameters_are_checked(tmp_path):
         set_transit_params(app, "U", PARAMS, band="V")
 
 
+def test_set_transit_command_stores_the_ephemeris_and_refuses_bad_parameters(tmp_path):
+    import json
+
+    from click.testing import CliRunner
+
+    from server.cli import main
+
+    app = _app(tmp_path)
+    with app.db.session() as s:
+        s.add(Target(name="T", ra_deg=RA, dec_deg=DEC))
+    good, bad = tmp_path / "p.json", tmp_path / "bad.json"
+    good.write_text(json.dumps(PARAMS))
+    bad.write_text(json.dumps({"t0": 1.0}))
+    env = {"OPENASTRO_VAR_DIR": app.settings.var_dir}
+    out = CliRunner().invoke(main, ["target", "set-transit", "T", str(good), "--band", "V", "--given-shape"], env=env)
+    assert out.exit_code == 0 and "T b: period 2.2185733 d" in out.output and "given shape" in out.output, out.output
+    with app.db.session() as s:
+        entry = s.scalars(select(Target).where(Target.name == "T")).one().meta["transit"]
+    assert entry == {"params": PARAMS, "band": "V", "planet": "b", "fit_shape": False}
+    out = CliRunner().invoke(main, ["target", "set-transit", "T", str(bad), "--band", "V"], env=env)
+    assert out.exit_code == 1 and "lack ['period']" in out.output, out.output
+
+
 @pytest.mark.solver
 def test_new_transit_times_queue_one_reinference_on_mcmc_and_repeats_coalesce(tmp_path, redis_server):
     from server.queue import tasks

@@ -71,6 +71,13 @@ def photometry_fingerprint(session, target_id: int) -> tuple[str, dict[str, int]
     return h.hexdigest(), counts
 
 
+def targets_of_photometry(app: OpenAstro, observation_id: int) -> list[str]:
+    """Names of the targets an observation's photometry rows belong to (what a calibrated frame gave new data)."""
+    with app.db.session() as s:
+        return sorted(set(s.scalars(select(Target.name).join(PhotometryPoint, PhotometryPoint.target_id == Target.id)
+                                    .where(PhotometryPoint.observation_id == int(observation_id)))))
+
+
 def _newest_meta(session, model, target_id: int) -> dict:
     row = session.scalars(select(model).where(model.target_id == target_id).order_by(model.id.desc())).first()
     return dict(row.meta or {}) if row is not None else {}

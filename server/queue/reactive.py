@@ -34,9 +34,14 @@ def on_ingested(result) -> None:
                 send_coalesced("ttv_reinfer", name)
 
 
+def register_tasks() -> None:
+    """Import every task module, so that this process (a worker, or the embedded caller) knows every task."""
+    from server.queue import science, slow, tasks  # noqa: F401
+
+
 def attach(app: OpenAstro) -> None:
     """Configure the task queue for ``app`` and subscribe the pipeline to its ingests (once)."""
-    from server.queue import tasks  # noqa: F401 - registers the tasks
+    register_tasks()
     from server.queue.celery_app import configure
 
     configure(app)

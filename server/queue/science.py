@@ -14,22 +14,8 @@ from __future__ import annotations
 
 from dataclasses import asdict
 
-from sqlalchemy import select
-
 from server.queue.celery_app import current_app
 from server.queue.tasks import _task, send_coalesced, started_coalesced
-
-
-def on_new_photometry(observation_id: int) -> list[str]:
-    """Queue ``lightcurve_update`` for the targets an observation's photometry belongs to; returns their names."""
-    from server.core.db.models import PhotometryPoint, Target
-
-    with current_app().db.session() as s:
-        names = sorted(set(s.scalars(select(Target.name).join(PhotometryPoint, PhotometryPoint.target_id == Target.id)
-                                     .where(PhotometryPoint.observation_id == int(observation_id)))))
-    for name in names:
-        send_coalesced("lightcurve_update", name)
-    return names
 
 
 def _out(outcome) -> dict:

@@ -132,9 +132,10 @@ def _stage(stage: str, observation_id: int, follow: bool, then: str | None) -> d
     if follow and then is not None and outcome.status in ("ok", "skipped"):
         send(then, int(observation_id))
     if follow and stage == "calibrate" and outcome.status in ("ok", "skipped"):
-        from server.queue.science import on_new_photometry
+        from server.pipeline.science import targets_of_photometry
 
-        on_new_photometry(int(observation_id))
+        for name in targets_of_photometry(current_app(), int(observation_id)):
+            send_coalesced("lightcurve_update", name)  # server/queue/science.py
     return {"observation_id": outcome.observation_id, "stage": stage, "status": outcome.status,
             "message": outcome.message}
 
@@ -148,7 +149,7 @@ def solve(observation_id: int, follow: bool = True) -> dict:
 @_task("calibrate", "pipeline_fast")
 def calibrate(observation_id: int, follow: bool = True) -> dict:
     """Calibrate one observation (skipped when already calibrated), then queue the science chain of the target
-    whose photometry it stored (``science.on_new_photometry``)."""
+    whose photometry it stored (``lightcurve_update``, coalesced per target)."""
     return _stage("calibrate", observation_id, follow, None)
 
 
@@ -191,9 +192,6 @@ def hold(seconds: float, marker: str | None = None) -> float:
         with open(marker, "a") as fh:
             fh.write(f"{os.getpid()}\n")
     return seconds
-
-
-from server.queue import science as _science, slow as _slow  # noqa: E402,F401 - register their tasks
 
 
 def retry_failed(settings, task_id: str) -> str:
