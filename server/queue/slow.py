@@ -7,8 +7,9 @@ decide), so a re-delivered run resumes. A BOINC-executed stack leaves the slow q
 collection are ``run_campaign`` on ``mcmc``, and the assimilator co-adds when the tiles come back.
 
 Difference imaging hook: when a stack is done, ``stack_run`` queues ``openastro.difference_image(campaign_id)`` on
-``pipeline_slow`` if a task of that name is registered (``server/transients/``, built separately, defines it with
-``server.queue.tasks._task("difference_image", "pipeline_slow")``); until then the chain ends at the co-add.
+``pipeline_slow`` if a task of that name is registered (a task module ``server/queue/transients.py`` over
+``server/transients/``, built separately, defines it with ``server.queue.tasks._task("difference_image",
+"pipeline_slow")`` and is imported by ``reactive.register_tasks``); until then the chain ends at the co-add.
 """
 
 from __future__ import annotations
