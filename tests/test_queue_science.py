@@ -225,3 +225,18 @@ def test_stack_task_plans_reprojects_and_co_adds_on_the_slow_queue(tmp_path):
     assert again["campaign_id"] == out["campaign_id"]
     with app.db.session() as s:
         assert s.scalar(select(func.count()).select_from(Stack)) == 1
+
+
+@pytest.mark.solver
+def test_stack_command_with_a_broker_queues_the_stack_on_pipeline_slow(tmp_path, redis_server):
+    from click.testing import CliRunner
+
+    from server.cli import main
+
+    app = _app(tmp_path, broker_url=redis_server.url)
+    env = {"OPENASTRO_VAR_DIR": app.settings.var_dir, "OPENASTRO_BROKER_URL": redis_server.url}
+    out = CliRunner().invoke(main, ["pipeline", "stack", "--target", "Stack field", "--filter", "V", "--executor",
+                                    "local", "--tile", "256"], env=env)
+    assert out.exit_code == 0 and "queued on pipeline_slow as task" in out.output, out.output
+    (slow,) = ops.queue_status(app.settings, ["pipeline_slow"])
+    assert slow.pending == 1  # nothing planned in this process: a pipeline_slow worker does it

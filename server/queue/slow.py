@@ -30,21 +30,24 @@ def _campaign_name(target: str, band: str, task_id: str | None) -> str:
 
 
 @_task("stack", "pipeline_slow")
-def stack(target: str, band: str, executor: str = "local", tile: int = 512, max_frames: int | None = None,
-          seed: int | None = None) -> dict:
-    """Plan a deep stack of the target's calibrated ``band`` frames and queue its reprojection and co-add."""
-    from server.core.db.models import Campaign
+def stack(target: str, band: str, executor: str = "local", tile: int = 512, region: list | None = None,
+          replicas: int = 1, name: str | None = None, max_frames: int | None = None, seed: int | None = None) -> dict:
+    """Plan a deep stack of the target's calibrated ``band`` frames and queue its reprojection and co-add.
+    ``region``: [ra, dec, width, height] in degrees (default: the union of the frames' footprints)."""
+    from server.core.db.models import Campaign, Stack, Target
     from server.pipeline.stacks import plan_stack
 
     app = current_app()
-    name = _campaign_name(target, band, stack.request.id)
+    name = name or _campaign_name(target, band, stack.request.id)
     with app.db.session() as s:
-        existing = s.scalar(select(Campaign.id).where(Campaign.name == name))
-    if existing is not None:  # re-delivered after planning: carry on with the campaign planned then
-        campaign_id, refused, n_frames = int(existing), [], None
-    else:
+        existing = s.execute(select(Campaign.id, Target.name, Stack.band).join(Stack, Stack.campaign_id == Campaign.id)
+                             .join(Target, Stack.target_id == Target.id).where(Campaign.name == name)).first()
+    if existing is not None and (existing[1], existing[2]) == (target, band):
+        # re-delivered after planning: carry on with the campaign planned then
+        campaign_id, refused, n_frames = int(existing[0]), [], None
+    else:  # (a name taken by another campaign is refused by plan_stack)
         plan = plan_stack(app, target, band, executor=executor, tile=int(tile), max_frames=max_frames, seed=seed,
-                          name=name)
+                          region=tuple(region) if region else None, replicas=int(replicas), name=name)
         campaign_id, refused, n_frames = plan.campaign_id, [list(r) for r in plan.refused], plan.n_frames
     if executor == "local":
         send("stack_run", campaign_id)
