@@ -94,7 +94,7 @@ def test_two_bands_get_one_multiband_periodogram_at_the_true_period(tmp_path):
     assert pg.best_period == pytest.approx(period, rel=0.005) and pg.fap < 1e-6
 
 
-def test_too_little_photometry_is_reported_not_failed(tmp_path):
+def test_too_little_photometry_for_a_period_search_is_reported_not_failed(tmp_path):
     from server.queue.tasks import send
 
     app = _app(tmp_path, period_search_min_points=50)
@@ -104,8 +104,15 @@ def test_too_little_photometry_is_reported_not_failed(tmp_path):
         s.flush()
         s.add_all([PhotometryPoint(target_id=target.id, jd_utc=2460000.5 + i, band="V", mag=10.0, mag_err=0.01)
                    for i in range(5)])
+        instant = Target(name="Instant", ra_deg=1.0, dec_deg=2.0)
+        s.add(instant)
+        s.flush()
+        s.add_all([PhotometryPoint(target_id=instant.id, jd_utc=2460000.5, band="V", mag=10.0 + 0.01 * i,
+                                   mag_err=0.01) for i in range(60)])
     out = send("period_search", "Sparse").get()
     assert out["status"] == "insufficient" and "no band has 50 points" in out["message"]
+    out = send("period_search", "Instant").get()  # enough points, but no baseline: reported, not a failed task
+    assert out["status"] == "insufficient" and "all 60 times are equal" in out["message"]
     assert _counts(app)[1] == 0
 
 

@@ -23,6 +23,7 @@ many triggers for the same data, changes nothing.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import math
 import tempfile
@@ -123,6 +124,23 @@ def update_lightcurves(app: OpenAstro, target_name: str) -> ScienceOutcome:
                           tuple(ids))
 
 
+def _periodogram(curves, threads: int):
+    """One band: Lomb-Scargle with the Baluev FAP; two or more: the multi-band periodogram, analytic FAP."""
+    import numpy as np
+
+    if len(curves) == 1:
+        from server.timeseries.periodogram import lomb_scargle_result
+
+        (lc,) = curves
+        return lomb_scargle_result(lc.bjd_tdb, lc.value, lc.error, fap_method="baluev", threads=threads)
+    from server.timeseries.multiband import multiband_periodogram
+
+    return multiband_periodogram(
+        np.concatenate([lc.bjd_tdb for lc in curves]), np.concatenate([lc.value for lc in curves]),
+        np.concatenate([lc.error for lc in curves]), np.concatenate([[lc.band] * len(lc) for lc in curves]),
+        fap_method="analytic", threads=threads)
+
+
 def search_period(app: OpenAstro, target_name: str) -> ScienceOutcome:
     import numpy as np
 
@@ -142,26 +160,16 @@ def search_period(app: OpenAstro, target_name: str) -> ScienceOutcome:
         curves = [lightcurve_from_db(s, target_name, b, reject_sigma=5.0) for b in bands]
         lc_ids = {b: s.scalar(select(LightCurve.id).where(LightCurve.target_id == target.id, LightCurve.band == b)
                               .order_by(LightCurve.id.desc()).limit(1)) for b in bands}
-    threads = app.settings.lombscargle_threads
-    if len(curves) == 1:
-        from server.timeseries.periodogram import lomb_scargle_result
-
-        (lc,) = curves
-        res = lomb_scargle_result(lc.bjd_tdb, lc.value, lc.error, fap_method="baluev", threads=threads)
-        band, lc_id, window = lc.band, lc_ids[lc.band], res.window_power
-    else:
-        from server.timeseries.multiband import multiband_periodogram
-
-        res = multiband_periodogram(
-            np.concatenate([lc.bjd_tdb for lc in curves]), np.concatenate([lc.value for lc in curves]),
-            np.concatenate([lc.error for lc in curves]), np.concatenate([[lc.band] * len(lc) for lc in curves]),
-            fap_method="analytic", threads=threads)
-        band, lc_id, window = None, None, None
+    try:
+        res = _periodogram(curves, app.settings.lombscargle_threads)
+    except ValueError as exc:  # e.g. every point at one instant: no baseline to search
+        return ScienceOutcome(target_name, "period_search", "insufficient", str(exc), sha)
+    lc_id = lc_ids[curves[0].band] if len(curves) == 1 else None
+    band = curves[0].band if len(curves) == 1 else None
+    window = getattr(res, "window_power", None)
     arrays = {"frequency": res.frequency, "power": res.power}
     if window is not None:
         arrays["window_power"] = window
-    import io
-
     buf = io.BytesIO()
     np.savez(buf, **arrays, meta=np.array(json.dumps({"format": "openastro.periodogram", "version": 1,
                                                       "units": "cycles/day"})))
