@@ -1,10 +1,11 @@
 """The reactive pipeline: new data sets the stages going by itself.
 
 An ingested image (a CLI ingest, an upload through the API, an ``ingest`` task) queues ``solve``; a solved frame
-queues ``calibrate`` (see ``tasks``). An ingested transit-time table (ETD) queues ``ttv_reinfer`` on the mcmc queue
-for each target it added times to that has a stored posterior, by the ``ttv_reinference`` policy
-(``server/ttv/reinfer.py``). With a broker the ingest returns as soon as the message is queued; embedded, the
-chain runs in the ingesting process before it returns. ``reactive = auto`` (the default) attaches the pipeline only
+queues ``calibrate`` (see ``tasks``); a calibrated frame that stored a target's photometry queues the science chain
+(``science``: light curves, period search, transit timing; coalesced per target). An ingested transit-time table
+(ETD) queues ``ttv_reinfer`` on the mcmc queue for each target it added times to that has a stored posterior, by
+the ``ttv_reinference`` policy (``server/ttv/reinfer.py``). With a broker the ingest returns as soon as the message
+is queued; embedded, the chain runs in the ingesting process before it returns. ``reactive = auto`` (the default) attaches the pipeline only
 when a broker is set, so an embedded ``openastro pipeline ingest`` stays a quick step and ``pipeline process`` the
 explicit one, as in the README's demo.
 """
