@@ -5,9 +5,9 @@ queues ``calibrate`` (see ``tasks``); a calibrated frame that stored a target's 
 (``science``: light curves, period search, transit timing; coalesced per target). An ingested transit-time table
 (ETD) queues ``ttv_reinfer`` on the mcmc queue for each target it added times to that has a stored posterior, by
 the ``ttv_reinference`` policy (``server/ttv/reinfer.py``). With a broker the ingest returns as soon as the message
-is queued; embedded, the chain runs in the ingesting process before it returns. ``reactive = auto`` (the default) attaches the pipeline only
-when a broker is set, so an embedded ``openastro pipeline ingest`` stays a quick step and ``pipeline process`` the
-explicit one, as in the README's demo.
+is queued; embedded, the chain runs in the ingesting process before it returns. ``reactive = auto`` (the default)
+attaches the pipeline only when a broker is set, so an embedded ``openastro pipeline ingest`` stays a quick step
+and ``pipeline process`` the explicit one, as in the README's demo.
 """
 
 from __future__ import annotations
