@@ -124,6 +124,7 @@ def _upload_variants(tmp_path, n, seed=100):
     return paths, star
 
 
+@pytest.mark.slow  # 50 real solve-field runs (~2.7 s each here): 153 s on the shared 2-core machine at load ~7
 def test_50_uploads_are_calibrated_while_mcmc_is_held_and_their_science_triggers_coalesce(broker_app, tmp_path):
     from server.core.db.models import LightCurve, Periodogram, Target
     from server.queue.tasks import send
