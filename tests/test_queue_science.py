@@ -187,6 +187,11 @@ def test_new_transit_times_queue_one_reinference_on_mcmc_and_repeats_coalesce(tm
     out = tasks.celery.tasks["openastro.transit_timing"](TARGET)
     assert out["status"] == "ok" and out["new_times"] and mcmc_pending() == 0
 
+    # a trigger whose message cannot be sent (not JSON) leaves no mark behind to hold back the next one
+    with pytest.raises(TypeError):
+        tasks.send_coalesced("period_search", "Other", np.arange(3))
+    assert ops.claim_pending(app.settings, "science_inference", "period_search", "Other")
+
 
 def _stack_frames(app, tmp_path):
     from imgback_frames import DEC0, RA0, heterogeneous_specs, render, star_table

@@ -93,12 +93,19 @@ def send_coalesced(task_name: str, key: str, *args):
     run. Returns the AsyncResult, or None when coalesced into the waiting message."""
     task = celery.tasks[f"openastro.{task_name}"]
     settings = current_app().settings
-    if settings.broker_url and not ops.claim_pending(settings, task.queue_name, task_name, str(key)):
+    if not settings.broker_url:
+        return send(task_name, key, *args)
+    if not ops.claim_pending(settings, task.queue_name, task_name, str(key)):
         return None
-    return send(task_name, key, *args)
+    try:
+        return send(task_name, key, *args)
+    except BaseException:  # nothing was queued: the mark must not hold back the next trigger
+        ops.release_pending(settings, task.queue_name, task_name, str(key))
+        raise
 
 
 def started_coalesced(task_name: str, key: str) -> None:
+    """First call of a coalesced task: clear its pending mark before it reads any data."""
     task = celery.tasks[f"openastro.{task_name}"]
     settings = current_app().settings
     if settings.broker_url and not task.request.is_eager:
