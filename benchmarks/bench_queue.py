@@ -8,8 +8,9 @@ Cases, each on a fresh SQLite database and object store:
     ``pipeline_fast`` worker process (from the first send until the queue is empty and nothing runs);
   * ingest: N small FITS frames through the ``ingest`` task, in-process vs through Redis and one worker (reactive
     pipeline off, so only the ingest is timed);
-  * latency: one synthetic 384x384 frame from ``ingest_path`` (what the upload API calls) to its calibration and
-    photometry stored, embedded (in the ingesting process) vs through Redis with a ``pipeline_fast`` worker waiting;
+  * latency: one synthetic 384x384 frame from ``ingest_path`` (what the upload API calls) to its target's
+    photometry stored and on to the target's light curve (science chain), embedded (in the ingesting process) vs
+    through Redis with a ``pipeline_fast`` and a ``science_inference`` worker waiting;
   * ``--uploads N`` (default 50): N such frames uploaded while a long task holds the ``mcmc`` worker, wall time
     until all are calibrated by a 2-process ``pipeline_fast`` worker (the issue's scenario, too slow for the tests).
 Prints tasks/s and the ratio of Redis to in-process measured in the same run.
@@ -149,12 +150,18 @@ def bench_ingest(tmp: Path, services: Services, n: int) -> dict:
             "redis_per_s": n / redis_s, "redis_over_in_process_time": redis_s / embedded}
 
 
+def _spec():
+    from server.synth import FrameSpec
+
+    return FrameSpec(83.8, -5.4, (384, 384), 14.0, rotation_deg=30, zero_point=18.5, color_term=0.10, exptime_s=2.0,
+                     fill_from_mag=None, mag_limit=11.0, instrument="DemoCam")
+
+
 def _synthetic_frames(directory: Path, n: int, seed0: int) -> list[Path]:
     from server.image.catalogs import default_offline_catalog
-    from server.synth import FrameSpec, render_frame, write_frame
+    from server.synth import render_frame, write_frame
 
-    spec = FrameSpec(83.8, -5.4, (384, 384), 14.0, rotation_deg=30, zero_point=18.5, color_term=0.10, exptime_s=2.0,
-                     fill_from_mag=None, mag_limit=11.0, instrument="DemoCam")
+    spec = _spec()
     directory.mkdir(parents=True, exist_ok=True)
     paths = []
     for k in range(n):
@@ -175,30 +182,77 @@ def _calibrated(app, ids) -> bool:
             Observation.id.in_(ids), Observation.status == "calibrated")) == len(ids)
 
 
+def _bench_star(app) -> str:
+    """Create the target "Bench star": an isolated, unsaturated V~9 star with a catalog colour inside the
+    benchmark's frames (all frames share the pointing), so that calibration stores its photometry."""
+    from server.core.db.models import Target
+    from server.image.catalogs import default_offline_catalog
+    from server.synth import render_frame
+
+    spec = _spec()
+    t = render_frame(spec, np.random.default_rng(0), default_offline_catalog()).truth
+    ny, nx = spec.shape
+    ok = (t["x"] > 40) & (t["x"] < nx - 40) & (t["y"] > 40) & (t["y"] < ny - 40) & ~t["saturated"] \
+        & ~t["color_synthetic"]
+    for i in np.argsort(np.abs(t["mag"].to_numpy() - 9.0)):
+        d = np.hypot(t["x"] - t["x"].iloc[i], t["y"] - t["y"].iloc[i])
+        if ok.iloc[i] and not np.any((d > 0) & (d < 12) & (t["mag"] < t["mag"].iloc[i] + 4)):
+            with app.db.session() as s:
+                s.add(Target(name="Bench star", ra_deg=float(t["ra"].iloc[i]), dec_deg=float(t["dec"].iloc[i])))
+            return "Bench star"
+    raise RuntimeError("no isolated V~9 star in the benchmark field")
+
+
+def _has_photometry(app, oid: int) -> bool:
+    from sqlalchemy import select
+
+    from server.core.db.models import PhotometryPoint
+
+    with app.db.session() as s:
+        return s.scalar(select(PhotometryPoint.id).where(PhotometryPoint.observation_id == oid).limit(1)) is not None
+
+
+def _light_curves(app, n_input: int) -> bool:
+    from sqlalchemy import select
+
+    from server.core.db.models import LightCurve
+
+    with app.db.session() as s:
+        return any((lc.meta or {}).get("n_input") == n_input for lc in s.scalars(select(LightCurve)))
+
+
 def bench_latency(tmp: Path, services: Services) -> dict:
+    """One frame from ``ingest_path`` (what the upload API calls) to its photometry stored, and on to the target's
+    light curve stored by the science chain. Embedded, both happen inside the ingest call."""
     from server.ingest.service import IngestOptions, ingest_path
 
     a, b = _synthetic_frames(tmp / "latency", 2, 900)
     app = _app(tmp / "latency-embedded", reactive="on")
-    ingest_path(app, _synthetic_frames(tmp / "warm", 1, 1)[0], IngestOptions())  # catalog and solver warm
+    target = _bench_star(app)
+    ingest_path(app, _synthetic_frames(tmp / "warm", 1, 1)[0], IngestOptions(target=target))  # warm caches
     t0 = time.perf_counter()
-    oid = ingest_path(app, a, IngestOptions(target="Orion field")).observation_id
-    _wait(lambda: _calibrated(app, [oid]))
+    oid = ingest_path(app, a, IngestOptions(target=target)).observation_id
     embedded = time.perf_counter() - t0
+    assert _has_photometry(app, oid) and _light_curves(app, 2)
     values = {"var_dir": str(tmp / "latency-redis"), "broker_url": services.url}
     app = _app(tmp / "latency-redis", broker_url=services.url)
+    _bench_star(app)
     services.worker("pipeline_fast", values)
-    warm = ingest_path(app, _synthetic_frames(tmp / "warm-redis", 1, 2)[0], IngestOptions()).observation_id
-    _wait(lambda: _calibrated(app, [warm]))  # the worker process has loaded the catalog and the solver's indexes
+    services.worker("science_inference", values)
+    ingest_path(app, _synthetic_frames(tmp / "warm-redis", 1, 2)[0], IngestOptions(target=target))
+    _wait(lambda: _light_curves(app, 1))  # the workers have loaded the catalog, the solver's indexes, astropy
+    _wait(lambda: _drained(app, "science_inference"))
     t0 = time.perf_counter()
-    oid = ingest_path(app, b, IngestOptions(target="Orion field")).observation_id
+    oid = ingest_path(app, b, IngestOptions(target=target)).observation_id
     upload_s = time.perf_counter() - t0
-    _wait(lambda: _calibrated(app, [oid]))
-    redis_s = time.perf_counter() - t0
+    _wait(lambda: _has_photometry(app, oid))
+    photometry_s = time.perf_counter() - t0
+    _wait(lambda: _light_curves(app, 2))
+    lightcurve_s = time.perf_counter() - t0
     services.stop_workers()
-    return {"case": "one 384x384 frame, upload to stored photometry", "in_process_s": embedded,
-            "redis_s": redis_s, "redis_upload_returns_s": upload_s,
-            "redis_over_in_process_time": redis_s / embedded}
+    return {"case": "one 384x384 frame, upload to stored photometry (and light curve)",
+            "in_process_s": embedded, "redis_photometry_s": photometry_s, "redis_lightcurve_s": lightcurve_s,
+            "redis_upload_returns_s": upload_s, "redis_over_in_process_time": lightcurve_s / embedded}
 
 
 def bench_uploads_beside_mcmc(tmp: Path, services: Services, n: int) -> dict:

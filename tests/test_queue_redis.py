@@ -82,37 +82,99 @@ def test_worker_killed_mid_solve_is_redelivered_and_the_rows_exist_once(short_vi
     assert not r.hvals("openastro:failed")
 
 
-N_UPLOADS = 8  # frames per run here (2.5 s of solve + calibrate each); benchmarks/bench_queue.py runs 50
+N_UPLOADS = 50
 
 
-def test_uploads_flow_through_the_fast_queue_while_a_long_task_holds_the_mcmc_worker(broker_app, tmp_path):
+def _upload_variants(tmp_path, n, seed=100):
+    """``n`` distinct uploads of one rendered 384x384 frame (14"/px, WCS stripped): each with its own noise and a
+    DATE-OBS two minutes after the previous one (rendering is the slow part; solve-field runs on every upload).
+    Returns the paths and an isolated, unsaturated V~9 star with a catalog colour (the target)."""
+    import datetime as dt
+
+    from astropy.io import fits
+
+    from imgfront_helpers import offline_catalog
+    from server.synth import FrameSpec, render_frame
+
+    spec = FrameSpec(83.8, -5.4, (384, 384), 14.0, rotation_deg=30, zero_point=18.5, color_term=0.10, exptime_s=2.0,
+                     fill_from_mag=None, mag_limit=11.0, instrument="DemoCam")
+    rng = np.random.default_rng(seed)
+    frame = render_frame(spec, rng, offline_catalog())
+    t = frame.truth
+    inside = (t["x"] > 40) & (t["x"] < 344) & (t["y"] > 40) & (t["y"] < 344) & ~t["saturated"] \
+        & ~t["color_synthetic"]
+    star = None
+    for i in np.argsort(np.abs(t["mag"].to_numpy() - 9.0)):
+        if not inside.iloc[i]:
+            continue
+        d = np.hypot(t["x"] - t["x"].iloc[i], t["y"] - t["y"].iloc[i])
+        if not np.any((d > 0) & (d < 12) & (t["mag"] < t["mag"].iloc[i] + 4)):
+            star = t.iloc[i]
+            break
+    assert star is not None
+    start = dt.datetime(2025, 3, 15, 3, 0, 0)
+    paths = []
+    for k in range(n):
+        header = frame.header_nowcs.copy()
+        header["DATE-OBS"] = (start + dt.timedelta(minutes=2 * k)).isoformat()
+        data = (frame.data + rng.normal(0.0, 2.0, frame.data.shape)).astype(np.float32)
+        path = tmp_path / f"upload_{k:02d}.fits"
+        fits.writeto(path, data, header)
+        paths.append(path)
+    return paths, star
+
+
+@pytest.mark.slow  # 50 real solve-field runs (~2.7 s each here): 153 s on the shared 2-core machine at load ~7
+def test_50_uploads_are_calibrated_while_mcmc_is_held_and_their_science_triggers_coalesce(broker_app, tmp_path):
+    from server.core.db.models import LightCurve, Periodogram, Target
     from server.queue.tasks import send
 
     marker = tmp_path / "hold-finished"
-    paths = _frames(tmp_path, N_UPLOADS, seed0=100)
+    paths, star = _upload_variants(tmp_path, N_UPLOADS)
+    with broker_app.db.session() as s:
+        s.add(Target(name="Field star", ra_deg=float(star["ra"]), dec_deg=float(star["dec"]), kind="variable"))
     mcmc = {"queue": "mcmc", "env": broker_app.worker_env, "log": tmp_path / "mcmc.log"}
     fast = {"queue": "pipeline_fast", "env": broker_app.worker_env, "log": tmp_path / "fast.log", "concurrency": 2}
+    science = {"queue": "science_inference", "env": broker_app.worker_env, "log": tmp_path / "science.log"}
     r = ops.redis_client(broker_app.settings)
     with workers(mcmc, fast) as (mcmc_worker, _):
         send("hold", 600, str(marker))
         wait_for(lambda: any(json.loads(v)["queue"] == "mcmc" for v in r.hvals("openastro:running")), 30,
                  "the long task to start")
         # what the upload API does per file: ingest_path, whose listener queues solve
-        ids = [ingest_path(broker_app, p, IngestOptions(target="Orion field")).observation_id for p in paths]
+        ids = [ingest_path(broker_app, p, IngestOptions(target="Field star")).observation_id for p in paths]
+        assert len(set(ids)) == N_UPLOADS
 
         def calibrated():
             with broker_app.db.session() as s:
                 return s.scalar(select(func.count()).select_from(Observation).where(
                     Observation.id.in_(ids), Observation.status == "calibrated")) == len(ids)
 
-        wait_for(calibrated, 240, f"{len(ids)} uploads to be solved and calibrated")
+        wait_for(calibrated, 600, f"{len(ids)} uploads to be solved and calibrated")
         # the long task is still running on its own worker, untouched
         assert not marker.exists()
         wait_for(lambda: [json.loads(v)["name"] for v in r.hvals("openastro:running")] == ["openastro.hold"], 30,
                  "the last calibrate task to be marked done")
+        # each calibrate stored the star's photometry and triggered its light-curve update; with no science worker
+        # yet, the 50 triggers coalesced into one waiting message
+        (sci,) = ops.queue_status(broker_app.settings, ["science_inference"])
+        assert sci.pending == 1, sci
+        with workers(science):
+            def science_done():
+                with broker_app.db.session() as s:
+                    lcs = s.scalars(select(LightCurve)).all()
+                    return len(lcs) == 1 and lcs[0].meta["n_input"] == N_UPLOADS \
+                        and s.scalar(select(func.count()).select_from(Periodogram)) == 1
+            wait_for(science_done, 120, "one light curve of all uploads and its periodogram")
+            wait_for(lambda: not r.hvals("openastro:running") or [json.loads(v)["name"] for v in
+                     r.hvals("openastro:running")] == ["openastro.hold"], 30, "the science tasks to be marked done")
         mcmc_worker.kill()
     for oid in ids:
         assert _stage_rows(broker_app, oid) == {"solve": ("ok", 1), "calibrate": ("ok", 1)}
+    log = (tmp_path / "science.log").read_text()
+    assert sum("openastro.lightcurve_update[" in line and "received" in line for line in log.splitlines()) == 1
+    assert sum("openastro.period_search[" in line and "received" in line for line in log.splitlines()) == 1
+    assert not r.hvals("openastro:failed")
 
 
 def test_queued_tasks_survive_a_redis_kill_and_all_run(short_visibility_app, tmp_path, redis_server):

@@ -11,7 +11,7 @@ from server.core.db.models import StageRun
 from server.core.settings import load_settings
 from server.queue import tasks
 from server.queue.celery_app import QUEUES, celery, configure, scaled_concurrency
-from server.queue.reactive import attach, reactive_enabled
+from server.queue.reactive import attach, reactive_enabled, register_tasks
 
 
 def _settings(tmp_path, **values):
@@ -30,7 +30,11 @@ def test_queues_have_the_seed_concurrency_scaled_to_the_machine():
 def test_every_task_is_on_its_queue_with_late_acks_and_the_queue_time_limits():
     expected = {"openastro.noop": "pipeline_fast", "openastro.ingest": "pipeline_fast",
                 "openastro.solve": "pipeline_fast", "openastro.calibrate": "pipeline_fast",
-                "openastro.run_campaign": "mcmc", "openastro.hold": "mcmc"}
+                "openastro.run_campaign": "mcmc", "openastro.hold": "mcmc", "openastro.ttv_reinfer": "mcmc",
+                "openastro.lightcurve_update": "science_inference", "openastro.period_search": "science_inference",
+                "openastro.transit_timing": "science_inference", "openastro.stack": "pipeline_slow",
+                "openastro.stack_run": "pipeline_slow"}
+    register_tasks()
     for name, queue in expected.items():
         task = celery.tasks[name]
         assert task.queue_name == queue and task.acks_late and task.reject_on_worker_lost

@@ -150,6 +150,16 @@ def stack(app: OpenAstro, target: str, band: str, executor: str | None, tile: in
     from server.pipeline.stacks import export_stack, plan_stack
 
     app.db.require_current_schema()
+    if app.settings.broker_url:  # a pipeline_slow worker plans, reprojects and co-adds (docs/queue.md)
+        from server.queue.reactive import attach
+        from server.queue.tasks import send
+
+        attach(app)
+        task = send("stack", target, band, executor or app.settings.executor, tile,
+                    list(region) if region else None, replicas, name)
+        click.echo(f"queued on pipeline_slow as task {task.id}: follow with `openastro queue status`; then "
+                   "`openastro pipeline stack-outputs CAMPAIGN_ID`")
+        return
     try:
         plan = plan_stack(app, target, band, executor=executor or app.settings.executor, tile=tile,
                           region=tuple(region) if region else None, replicas=replicas, name=name)

@@ -61,7 +61,9 @@ def _run_one(app: OpenAstro, queue: str, concurrency: int, loglevel: str) -> Non
     if reactive_enabled(app.settings):
         attach(app)
     else:
-        from server.queue import tasks  # noqa: F401 - registers the tasks
+        from server.queue.reactive import register_tasks
+
+        register_tasks()
     from server.queue.celery_app import celery
 
     os.environ.setdefault("OMP_NUM_THREADS", "1")

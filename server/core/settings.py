@@ -213,6 +213,8 @@ SETTINGS: tuple[Setting, ...] = (
             "Disk cache of online cross-match answers. Empty: VAR_DIR/crossmatch-cache."),
     Setting("transients_star_match_arcsec", 2.0, _positive_float,
             "A candidate within this distance of a catalog star is that star varying, not a new transient."),
+    Setting("period_search_min_points", 20, _positive_int,
+            "Fewest photometry points a band needs before the reactive pipeline runs a period search on it."),
 )
 
 _BY_NAME = {s.name: s for s in SETTINGS}

@@ -117,10 +117,31 @@ def take_failed(settings: Settings, task_id: str) -> dict:
 
 
 def purge(settings: Settings, queue: str) -> int:
-    """Drop every pending message of ``queue``; returns how many were dropped."""
+    """Drop every pending message of ``queue`` (and its coalescing marks); returns how many were dropped."""
     r = redis_client(settings)
     n = 0
     for key in _queue_keys(r, queue):
         n += int(r.llen(key))
         r.delete(key)
+    for key in list(r.scan_iter(match=f"{PREFIX}pending:{queue}:*")):
+        r.delete(key)
     return n
+
+
+# --- coalescing: at most one pending message per (task, key) ------------------------------------------------------
+
+PENDING_TTL_S = 6 * 3600  # a bound only: a mark older than this lets a second message through (which then skips)
+
+
+def _pending_key(queue: str, name: str, key: str) -> str:
+    return f"{PREFIX}pending:{queue}:{name}:{key}"
+
+
+def claim_pending(settings: Settings, queue: str, name: str, key: str) -> bool:
+    """Mark ``name(key)`` pending; False when a message for it is already waiting (the caller sends nothing)."""
+    return bool(redis_client(settings).set(_pending_key(queue, name, key), time.time(), nx=True, ex=PENDING_TTL_S))
+
+
+def release_pending(settings: Settings, queue: str, name: str, key: str) -> None:
+    """Called when the task starts, before it reads its data: a later trigger queues a new message."""
+    redis_client(settings).delete(_pending_key(queue, name, key))

@@ -86,6 +86,32 @@ def send(task_name: str, *args, **kwargs):
     return task.apply_async(args=args, kwargs=kwargs, queue=task.queue_name)
 
 
+def send_coalesced(task_name: str, key: str, *args):
+    """Queue ``openastro.<task_name>(key, *args)`` unless a message for the same task and key is already waiting
+    (with a broker; embedded, it runs now). The task calls :func:`started_coalesced` before it reads its data, so
+    data arriving after that queues a new message: nothing is missed, and N triggers while one message waits cost one
+    run. Returns the AsyncResult, or None when coalesced into the waiting message."""
+    task = celery.tasks[f"openastro.{task_name}"]
+    settings = current_app().settings
+    if not settings.broker_url:
+        return send(task_name, key, *args)
+    if not ops.claim_pending(settings, task.queue_name, task_name, str(key)):
+        return None
+    try:
+        return send(task_name, key, *args)
+    except BaseException:  # nothing was queued: the mark must not hold back the next trigger
+        ops.release_pending(settings, task.queue_name, task_name, str(key))
+        raise
+
+
+def started_coalesced(task_name: str, key: str) -> None:
+    """First call of a coalesced task: clear its pending mark before it reads any data."""
+    task = celery.tasks[f"openastro.{task_name}"]
+    settings = current_app().settings
+    if settings.broker_url and not task.request.is_eager:
+        ops.release_pending(settings, task.queue_name, task_name, str(key))
+
+
 # --- pipeline_fast ---------------------------------------------------------------------------------------------
 
 
@@ -112,6 +138,11 @@ def _stage(stage: str, observation_id: int, follow: bool, then: str | None) -> d
     (outcome,) = run_pipeline(current_app(), [int(observation_id)], [stage])
     if follow and then is not None and outcome.status in ("ok", "skipped"):
         send(then, int(observation_id))
+    if follow and stage == "calibrate" and outcome.status in ("ok", "skipped"):
+        from server.pipeline.science import targets_of_photometry
+
+        for name in targets_of_photometry(current_app(), int(observation_id)):
+            send_coalesced("lightcurve_update", name)  # server/queue/science.py
     return {"observation_id": outcome.observation_id, "stage": stage, "status": outcome.status,
             "message": outcome.message}
 
@@ -124,7 +155,8 @@ def solve(observation_id: int, follow: bool = True) -> dict:
 
 @_task("calibrate", "pipeline_fast")
 def calibrate(observation_id: int, follow: bool = True) -> dict:
-    """Calibrate one observation (skipped when already calibrated)."""
+    """Calibrate one observation (skipped when already calibrated), then queue the science chain of the target
+    whose photometry it stored (``lightcurve_update``, coalesced per target)."""
     return _stage("calibrate", observation_id, follow, None)
 
 
@@ -148,6 +180,7 @@ def ttv_reinfer(target_name: str) -> dict | None:
     (nothing when that posterior already used these data, so re-delivery and duplicate triggers are free)."""
     from server.ttv.reinfer import reinfer
 
+    started_coalesced("ttv_reinfer", target_name)
     out = reinfer(current_app(), str(target_name))
     if out is None:
         return None
