@@ -33,7 +33,7 @@ def test_every_task_is_on_its_queue_with_late_acks_and_the_queue_time_limits():
                 "openastro.run_campaign": "mcmc", "openastro.hold": "mcmc", "openastro.ttv_reinfer": "mcmc",
                 "openastro.lightcurve_update": "science_inference", "openastro.period_search": "science_inference",
                 "openastro.transit_timing": "science_inference", "openastro.stack": "pipeline_slow",
-                "openastro.stack_run": "pipeline_slow"}
+                "openastro.stack_run": "pipeline_slow", "openastro.find_transients": "pipeline_slow"}
     register_tasks()
     for name, queue in expected.items():
         task = celery.tasks[name]
@@ -112,3 +112,26 @@ def test_embedded_ingest_of_an_image_solves_and_calibrates_it_before_returning(t
     assert not again.created
     with app.db.session() as s:
         assert [r.attempts for r in s.scalars(select(StageRun))] == [1, 1]
+
+
+def test_a_calibrated_frame_of_a_field_with_a_reference_goes_on_to_the_transient_stage(tmp_path, monkeypatch):
+    from imgfront_helpers import offline_catalog
+    from server.ingest.service import IngestOptions, ingest_path
+    from server.pipeline import runner
+    from server.synth import FrameSpec, render_frame, write_frame
+
+    app = OpenAstro(_settings(tmp_path, reactive="on"))
+    app.db.upgrade()
+    attach(app)
+    asked = []
+    # the reference check decides; the stage itself then finds no reference image and records "skipped"
+    monkeypatch.setattr(runner, "has_reference", lambda a, oid: asked.append(oid) or True)
+    spec = FrameSpec(83.8, -5.4, (384, 384), 14.0, rotation_deg=30, zero_point=18.5, color_term=0.10,
+                     exptime_s=2.0, fill_from_mag=None, mag_limit=11.0, instrument="DemoCam")
+    path = tmp_path / "frame.fits"
+    write_frame(render_frame(spec, np.random.default_rng(5), offline_catalog()), path, strip_wcs=True)
+    result = ingest_path(app, path, IngestOptions(target="Orion field"))
+    with app.db.session() as s:
+        rows = {r.stage: r.status for r in s.scalars(select(StageRun).where(StageRun.observation_id == result.observation_id))}
+    assert asked == [result.observation_id]
+    assert rows == {"solve": "ok", "calibrate": "ok", "transients": "skipped"}

@@ -37,7 +37,7 @@ def on_ingested(result) -> None:
 
 def register_tasks() -> None:
     """Import every task module, so that this process (a worker, or the embedded caller) knows every task."""
-    from server.queue import science, slow, tasks  # noqa: F401
+    from server.queue import science, slow, tasks, transients  # noqa: F401
 
 
 def attach(app: OpenAstro) -> None:

@@ -1,15 +1,12 @@
 """Deep stacks on ``pipeline_slow``: ``stack`` (plan: frames, output grid, tile work units) -> ``stack_run``
-(reprojection of every tile by the local executor, then the co-add) -> the difference-imaging hook.
+(reprojection of every tile by the local executor, then the co-add).
 
 ``stack`` names its campaign after the task id, so a re-delivered ``stack`` finds the campaign it already planned
 instead of planning a second one. ``stack_run`` runs only unfinished tile work units (the campaign's records
 decide), so a re-delivered run resumes. A BOINC-executed stack leaves the slow queue at once: its submission and
 collection are ``run_campaign`` on ``mcmc``, and the assimilator co-adds when the tiles come back.
 
-Difference imaging hook: when a stack is done, ``stack_run`` queues ``openastro.difference_image(campaign_id)`` on
-``pipeline_slow`` if a task of that name is registered (a task module ``server/queue/transients.py`` over
-``server/transients/``, built separately, defines it with ``server.queue.tasks._task("difference_image",
-"pipeline_slow")`` and is imported by ``reactive.register_tasks``); until then the chain ends at the co-add.
+Difference imaging is per calibrated frame, not per stack: ``find_transients`` (server/queue/transients.py).
 """
 
 from __future__ import annotations
@@ -18,11 +15,8 @@ import re
 
 from sqlalchemy import select
 
-from server.queue.celery_app import celery, current_app
+from server.queue.celery_app import current_app
 from server.queue.tasks import _task, send
-
-DIFFERENCE_TASK = "openastro.difference_image"
-
 
 def _campaign_name(target: str, band: str, task_id: str | None) -> str:
     safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", target)[:60]
@@ -58,7 +52,7 @@ def stack(target: str, band: str, executor: str = "local", tile: int = 512, regi
 
 @_task("stack_run", "pipeline_slow")
 def stack_run(campaign_id: int) -> dict:
-    """Reproject the stack's unfinished tiles and co-add (local executor); then the difference-imaging hook."""
+    """Reproject the stack's unfinished tiles and co-add (local executor)."""
     from server.boinc.campaigns import run_campaign
     from server.core.db.models import Stack
 
@@ -66,7 +60,5 @@ def stack_run(campaign_id: int) -> dict:
     progress = run_campaign(app, int(campaign_id))
     with app.db.session() as s:
         status = s.scalar(select(Stack.status).where(Stack.campaign_id == int(campaign_id)))
-    if status == "done" and DIFFERENCE_TASK in celery.tasks:
-        send("difference_image", int(campaign_id))
     return {"campaign_id": int(campaign_id), "total": progress.total, "finished": progress.finished,
             "error": progress.error, "stack_status": status}

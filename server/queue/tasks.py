@@ -143,6 +143,10 @@ def _stage(stage: str, observation_id: int, follow: bool, then: str | None) -> d
 
         for name in targets_of_photometry(current_app(), int(observation_id)):
             send_coalesced("lightcurve_update", name)  # server/queue/science.py
+        from server.pipeline.runner import has_reference
+
+        if outcome.status == "ok" and has_reference(current_app(), int(observation_id)):
+            send("find_transients", int(observation_id))  # server/queue/transients.py (pipeline_slow)
     return {"observation_id": outcome.observation_id, "stage": stage, "status": outcome.status,
             "message": outcome.message}
 
