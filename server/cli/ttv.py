@@ -144,7 +144,7 @@ def fit(app: OpenAstro, times_path: str, priors_path: str, out_dir, time_offset:
                 click.echo(f"ln B({a} vs {b} perturbers) = {lnb:.2f}")
         click.echo(f"preferred: {mc['preferred_n_perturbers']} perturber(s)")
     for k, ci in result["credible_intervals"].items():
-        if is_perturber_param(k):
+        if is_perturber_param(k) or k.endswith((".mass_earth", ".mass_ttvnest")):
             click.echo(f"{k}: {format_interval(k, ci['median'], *ci['68'])}")
     for flag in result["flags"]:
         click.echo(f"warning: {flag}")
