@@ -5,7 +5,8 @@
 
 Simulates the pair with ``app.ttv.synthetic.transiting_system`` (seed ``--seed``; sigma 1-2 min for near21,
 2-4 min for kepler9), fits it with ``server.ttv.inference.run_ttv_inference`` (model 0: transiting planets only;
-masses log-uniform 3-100 / 3-300 Earth masses; eccentricities fixed at the truth unless ``--free-ecc``;
+masses log-uniform 3-100 / 3-300 Earth masses; eccentricities fixed at the truth unless ``--free-ecc`` (then
+uniform on the disk e < 0.1 / 0.2);
 ``reference_time`` = the simulation's start, so the truth is in the fit's own parameterisation) and prints the
 wall time, likelihood calls, best chi^2 and every parameter's median, 68% half-width and z = (median - truth) /
 half-width.  ``near21``: b 20 Earth masses at 10 d, c 15 at 20.5 d (the test's system); ``kepler9``:
@@ -24,9 +25,9 @@ from server.ttv.inference import run_ttv_inference
 
 SYSTEMS = {
     "near21": ((ExtraPlanet("b", 20.0, 10.0, 0.02, 90.0, 5.0), ExtraPlanet("c", 15.0, 20.5, 0.02, 250.0, 12.0)),
-               (1.0, 2.0), [3.0, 100.0], 0.002, 0.01),
+               (1.0, 2.0), [3.0, 100.0], 0.002, 0.01, 0.1),
     "kepler9": ((ExtraPlanet("b", 43.5, 19.24, 0.05, 90.0, 5.0), ExtraPlanet("c", 29.9, 38.91, 0.05, 250.0, 20.0)),
-                (2.0, 4.0), [3.0, 300.0], 0.01, 0.05),
+                (2.0, 4.0), [3.0, 300.0], 0.01, 0.05, 0.2),
 }
 
 
@@ -39,12 +40,12 @@ def main(argv=None) -> None:
     ap.add_argument("--free-ecc", action="store_true", help="sample both e-vectors too")
     ap.add_argument("--seed", type=int, default=1)
     args = ap.parse_args(argv)
-    planets, sigma_min, mass_range, pwidth, twidth = SYSTEMS[args.system]
+    planets, sigma_min, mass_range, pwidth, twidth, emax = SYSTEMS[args.system]
     system = transiting_system(np.random.default_rng(args.seed), planets, stellar_mass=1.0, span_days=args.span,
                                sigma_min=sigma_min)
     table = pd.DataFrame({"planet": system.planet, "epoch": system.epochs, "t_obs": system.times,
                           "sigma": system.sigma})
-    cfg = {"stellar_mass": 1.0, "models": [0], "known_mass": mass_range, "known_ecc_max": 0.2,
+    cfg = {"stellar_mass": 1.0, "models": [0], "known_mass": mass_range, "known_ecc_max": emax,
            "known_period_width": pwidth, "known_tconj_width": twidth, "reference_time": system.t_start,
            "nlive": args.nlive, "dynesty_sample": args.sample, "dlogz": 0.5, "seed": args.seed}
     if not args.free_ecc:
