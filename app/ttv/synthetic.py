@@ -28,6 +28,7 @@ class SyntheticSystem:
     truth: dict           # {"b.period": ..., "c.mass": ... (Earth masses), ...}
     t_start: float        # epoch of the truth's osculating elements (days): pass it as the fit's
     #                       reference_time to compare the posterior with ``truth`` directly
+    planet: tuple = ()    # planet name of each row (transiting_system; empty: every row is planet b)
 
 
 @dataclass(frozen=True)
@@ -90,3 +91,39 @@ def kepler88_like(rng: np.random.Generator, n_transits: int = 100, sigma_min=(1.
 
 def mass_ratio_to_earth(log10_mu: float, stellar_mass: float) -> float:
     return 10.0 ** log10_mu * stellar_mass / M_EARTH_IN_M_SUN
+
+
+def transiting_system(rng: np.random.Generator, planets, *, stellar_mass: float = 1.0,
+                      span_days: float = 1400.0, sigma_min=(1.0, 2.0),
+                      drop_fraction: float = 0.1) -> SyntheticSystem:
+    """Noisy transit times of several planets that all transit (``planets``: :class:`ExtraPlanet` values, the
+    truth; TTVFast, Gaussian noise from ``rng``), each observed at its epochs within ``span_days`` of the first
+    conjunction with ``drop_fraction`` of them left out at random; sigma uniform in ``sigma_min`` minutes.
+    ``times``, ``sigma``, ``epochs`` and ``planet`` run planet by planet in period order."""
+    planets = sorted(planets, key=lambda x: x.period)
+    if len({x.name for x in planets}) != len(planets):
+        raise ValueError(f"planet names must be unique, got {[x.name for x in planets]}")
+    spec = {"stellar_mass": float(stellar_mass),
+            "planets": [_fixed_planet(x.name, x.mass, x.period, x.e, x.omega_deg, x.tconj) for x in planets]}
+    truth, observed, epochs_all, labels = {}, {}, [], []
+    t_first = min(x.tconj for x in planets)
+    for x in planets:
+        truth.update({f"{x.name}.mass": x.mass, f"{x.name}.period": x.period, f"{x.name}.e": x.e,
+                      f"{x.name}.omega_deg": x.omega_deg, f"{x.name}.tconj": x.tconj})
+        n_total = int((t_first + span_days - x.tconj) // x.period) + 1
+        n_keep = max(3, int(round(n_total * (1.0 - drop_fraction))))
+        ep = np.sort(rng.choice(n_total, size=n_keep, replace=False)).astype(np.int64)
+        ep = np.unique(np.concatenate([[0], ep]))[:n_keep]  # epoch 0 always observed
+        observed[x.name] = {"epoch": ep.tolist(), "time": (x.tconj + x.period * ep).tolist(),
+                            "sigma": [1e-3] * len(ep)}
+        epochs_all.append(ep)
+        labels += [x.name] * len(ep)
+    like = TTVLikelihood({"prior": spec, "observed": observed, "dt": min(x.period for x in planets) / 80})
+    model = like.model_times(np.empty(0))
+    if model is None:
+        raise ValueError("the synthetic system does not transit at every epoch")
+    sigma = rng.uniform(sigma_min[0], sigma_min[1], size=len(model)) / 1440.0
+    times = model + sigma * rng.standard_normal(len(model))
+    return SyntheticSystem(spec, np.concatenate(epochs_all), times, sigma, model.copy(), truth, like.t_start,
+                           tuple(labels))
+

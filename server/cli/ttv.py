@@ -144,7 +144,7 @@ def fit(app: OpenAstro, times_path: str, priors_path: str, out_dir, time_offset:
                 click.echo(f"ln B({a} vs {b} perturbers) = {lnb:.2f}")
         click.echo(f"preferred: {mc['preferred_n_perturbers']} perturber(s)")
     for k, ci in result["credible_intervals"].items():
-        if is_perturber_param(k):
+        if is_perturber_param(k) or k.endswith((".mass_earth", ".mass_ttvnest")):
             click.echo(f"{k}: {format_interval(k, ci['median'], *ci['68'])}")
     for flag in result["flags"]:
         click.echo(f"warning: {flag}")
@@ -183,7 +183,7 @@ class SamplingReporter:
         if now - self.last < self.every_s:
             return
         self.last = now
-        parts = [f"{100.0 * info.get('fraction', 0.0):.0f}%"]
+        parts = [f"{100.0 * info['fraction']:.0f}%"] if "fraction" in info else []
         if "iteration" in info:
             parts.append(f"iteration {info['iteration']}")
         if "log_z" in info and info["log_z"] > -1e299:
@@ -192,6 +192,78 @@ class SamplingReporter:
             parts.append(f"step {info['step']}/{info['nsteps']}")
         click.echo(f"sampling: {self.done}/{self.total} runs done; {self._label(label)}: {', '.join(parts)} "
                    f"({now - self.started:.0f} s)", err=True)
+
+
+@ttv.command("ephemeris")
+@click.argument("table", type=click.Path(exists=True, dir_okay=False))
+@click.option("--model", type=click.Choice(["linear", "decay", "precession", "all"]), default="all",
+              show_default=True, help="Ephemeris model to fit; 'all' fits the three and compares them.")
+@click.option("--nlive", type=click.IntRange(min=10), default=400, show_default=True,
+              help="dynesty live points per model.")
+@click.option("--seed", type=click.IntRange(min=0), default=None,
+              help="Seed of the sampler's random generator (default: fresh entropy, printed).")
+@click.option("--time-offset", type=float, default=0.0, show_default=True,
+              help="Added to the table's times (e.g. 2454833 for BKJD tables).")
+@click.option("--sigma-unit", type=click.Choice(["d", "min", "s"]), default="d", show_default=True)
+@click.option("--max-dpdt", type=float, default=1000.0, show_default=True,
+              help="Half-width of the uniform prior on dP/dt (ms/yr) of the decay model.")
+@click.option("--out", type=click.Path(dir_okay=False), default=None,
+              help="Summary JSON (default: <var_dir>/results/<table>_ephemeris.json).")
+@click.pass_obj
+def ephemeris(app: OpenAstro, table: str, model: str, nlive: int, seed, time_offset: float,
+              sigma_unit: str, max_dpdt: float, out) -> None:
+    """Fit linear, orbital-decay and apsidal-precession ephemerides to the transit and occultation times in
+    TABLE (CSV: epoch, time, sigma[, type]; half-integer epochs are occultations) and compare them by ln Z
+    and BIC."""
+    import json
+
+    import numpy as np
+
+    from server.ttv.ephemeris import MODELS, compare_ephemerides, default_priors, load_timing_table
+
+    models = MODELS if model == "all" else (model,)
+    if seed is None:
+        seed = int(np.random.SeedSequence().generate_state(1)[0])
+    try:
+        data = load_timing_table(table, time_offset=time_offset, sigma_unit=sigma_unit)
+        priors = {"dpdn": default_priors(data, max_abs_dpdt_ms_yr=max_dpdt)["dpdn"]}
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"{data.n} times ({int((~data.occultation).sum())} transits, {int(data.occultation.sum())} "
+               f"occultations), models {', '.join(models)}, nlive {nlive}, seed {seed}")
+    reporter = SamplingReporter(len(models))
+    fitted = []
+
+    def done(fit):
+        fitted.append(fit)
+        reporter.task_done(len(fitted), len(models), fit.model)
+
+    try:
+        result = compare_ephemerides(data, models, rng=np.random.default_rng(seed), nlive=nlive, priors=priors,
+                                     status=reporter.beat, done=done)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+    for fit in result.fits:
+        click.echo(f"{fit.model}: ln Z = {fit.log_z:.2f} +- {fit.log_z_err:.2f}, BIC = {fit.bic:.2f}, "
+                   f"chi2 = {fit.chi2_min:.1f} (n = {fit.n}, k = {fit.k})")
+        for name in fit.sample_names:
+            click.echo(f"  {name} = {fit.median[name]:.10g} +- {fit.std[name]:.3g}")
+    best = result.preferred_by_evidence
+    for fit in result.fits:
+        if fit.model != best:
+            click.echo(f"ln B({best} vs {fit.model}) = {result.ln_bayes_factor(best, fit.model):.2f}, "
+                       f"delta BIC = {fit.bic - result.fit(best).bic:.2f}")
+    click.echo(f"preferred by evidence: {best}; by BIC: {result.preferred_by_bic}")
+    if out is None:
+        directory = app.var_dir / "results"
+        directory.mkdir(parents=True, exist_ok=True)
+        out = directory / (os.path.splitext(os.path.basename(table))[0] + "_ephemeris.json")
+    summary = dict(result.summary(), table=os.path.abspath(table), seed=seed, nlive=nlive,
+                   time_offset=time_offset, max_dpdt_ms_yr=max_dpdt)
+    with atomic_path(out) as tmp:
+        with open(tmp, "w", encoding="utf-8") as fh:
+            json.dump(summary, fh, indent=2)
+    click.echo(f"summary -> {out}")
 
 
 @ttv.command("times-from-db")

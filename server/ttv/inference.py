@@ -37,7 +37,9 @@ CONFIG_DEFAULTS = {
     "resonance_max_j": 6,
     "perturber_ecc_max": 0.3,        # e ~ U(0, emax), omega ~ U(0, 360 deg)
     "perturber_ecc_fixed": None,     # [e, omega_deg]: fix instead of sampling
-    "known_mass": 10.0,              # Earth masses, fixed (or {"b": 8.7, ...})
+    "known_mass": 10.0,              # Earth masses: a number (fixed) or [min, max] (free); or {"b": ..., ...}
+    "known_mass_prior": "loguniform",  # prior of the free known masses: "loguniform" or "uniform"
+    "stellar_mass_err": 0.0,         # M_sun, 1-sigma (Gaussian): propagated into the reported Earth masses
     "known_ecc_max": 0.1,
     "known_ecc_fixed": None,         # [e, omega_deg] (or {"b": [e, w], ...})
     "known_period_width": 0.01,      # half-width of the osculating-period prior, fraction of P
@@ -64,7 +66,10 @@ CONFIG_DEFAULTS = {
     "ncores": 1,
     "n_posterior_samples": 4000,
 }
-_REQUIRED = ("stellar_mass", "perturber_period", "perturber_mass")
+_REQUIRED = ("stellar_mass",)
+_REQUIRED_WITH_PERTURBERS = ("perturber_period", "perturber_mass")  # when models include 1 or 2
+M_JUP_IN_M_EARTH = 317.8284065946748
+TTVNEST_MASS_UNIT = 3.0e-6  # ttvnest reports planet masses as M_p / M_star in units of 3e-6
 PERTURBERS = ("pert", "pert2")  # planet names of the first and second perturber
 MODEL_NAMES = {0: "no-perturber", 1: "one-perturber", 2: "two-perturber"}  # Posterior.model
 
@@ -79,8 +84,16 @@ def validate_prior_config(cfg: dict) -> dict:
                          f"{len(CONFIG_DEFAULTS)} keys")
     out = dict(CONFIG_DEFAULTS, **cfg)
     missing = [k for k in _REQUIRED if out[k] is None]
+    models_ = out["models"] if isinstance(out["models"], (list, tuple)) else ()
+    if any(m != 0 for m in models_):
+        missing += [k for k in _REQUIRED_WITH_PERTURBERS if out[k] is None]
     if missing:
         raise ValueError(f"prior_config needs {missing}")
+    if out["known_mass_prior"] not in ("uniform", "loguniform"):
+        raise ValueError(f"known_mass_prior must be uniform or loguniform, got {out['known_mass_prior']!r}")
+    err = out["stellar_mass_err"]
+    if isinstance(err, bool) or not isinstance(err, (int, float)) or not (0 <= err < float(out["stellar_mass"])):
+        raise ValueError(f"stellar_mass_err must be a number in [0, stellar_mass) M_sun, got {err!r}")
     for key in ("perturber_period", "perturber_mass", "jitter", "second_perturber_period",
                 "second_perturber_mass"):
         v = out[key]
@@ -131,6 +144,22 @@ def validate_prior_config(cfg: dict) -> dict:
 
 def _per_planet(value, name):
     return value.get(name) if isinstance(value, dict) else value
+
+
+def _known_mass_prior(cfg: dict, name: str) -> dict:
+    """Planet ``name``'s mass prior from ``known_mass`` (a number: fixed; [min, max]: free, Earth masses)."""
+    value = _per_planet(cfg["known_mass"], name)
+    if value is None:
+        raise ValueError(f"known_mass has no entry for transiting planet {name!r}: {cfg['known_mass']!r}")
+    if isinstance(value, (list, tuple)):
+        if len(value) != 2 or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value) \
+                or not 0 < float(value[0]) < float(value[1]):
+            raise ValueError(f"known_mass for planet {name!r} must be a number or [min, max] with "
+                             f"0 < min < max (Earth masses), got {value!r}")
+        return {"dist": cfg["known_mass_prior"], "min": float(value[0]), "max": float(value[1])}
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        raise ValueError(f"known_mass for planet {name!r} must be > 0 Earth masses or [min, max], got {value!r}")
+    return {"dist": "fixed", "value": float(value)}
 
 
 def _ecc_prior(fixed, emax):
@@ -188,7 +217,7 @@ def build_prior_spec(cfg: dict, observed: dict, n_perturbers: int,
         dt = max(cfg["known_tconj_width"] * p, 10 * math.sqrt(eph.cov[0][0]))
         planets.append({
             "name": name,
-            "mass": {"dist": "fixed", "value": float(_per_planet(cfg["known_mass"], name))},
+            "mass": _known_mass_prior(cfg, name),
             "period": {"dist": "uniform", "min": p - dp, "max": p + dp},
             "ecc": (_ecc_prior((0.0, 90.0), None) if single else
                     _ecc_prior(_per_planet(cfg["known_ecc_fixed"], name), cfg["known_ecc_max"])),
@@ -353,18 +382,42 @@ def _intervals(samples: np.ndarray, names) -> dict:
     return intervals(samples, names)
 
 
-def _derived(samples: np.ndarray, names) -> tuple[np.ndarray, list[str]]:
+def _derived(samples: np.ndarray, names, cfg: dict | None = None,
+             rng: np.random.Generator | None = None) -> tuple[np.ndarray, list[str]]:
+    """Sampled columns plus, per planet: ``e`` and ``omega_deg`` (from secosw, sesinw), and for a free mass
+    ``mass_mjup`` (Jupiter masses at the nominal stellar mass), ``mass_ttvnest`` (M_p / M_star in units of
+    3e-6, ttvnest's unit: what the TTVs measure, independent of M_star) and ``mass_earth`` (Earth masses with
+    the stellar mass drawn from N(stellar_mass, stellar_mass_err) per sample, from ``rng``)."""
     names = list(names)
     cols = [samples]
     extra = []
-    for p in PERTURBERS:
+    planets = list(dict.fromkeys(n.split(".", 1)[0] for n in names if "." in n))
+    mstar_draw = None
+    for p in planets:
         if f"{p}.secosw" in names:
             c, s = samples[:, names.index(f"{p}.secosw")], samples[:, names.index(f"{p}.sesinw")]
             cols += [(c * c + s * s)[:, None], (np.degrees(np.arctan2(s, c)) % 360.0)[:, None]]
             extra += [f"{p}.e", f"{p}.omega_deg"]
         if f"{p}.mass" in names:
-            cols.append((samples[:, names.index(f"{p}.mass")] / 317.8284065946748)[:, None])
+            mass = samples[:, names.index(f"{p}.mass")]  # Earth masses at the nominal stellar mass
+            cols.append((mass / M_JUP_IN_M_EARTH)[:, None])
             extra.append(f"{p}.mass_mjup")
+            if cfg is not None:
+                from app.ttv.priors import M_EARTH_IN_M_SUN
+
+                mstar = float(cfg["stellar_mass"])
+                if mstar_draw is None:
+                    err = float(cfg.get("stellar_mass_err") or 0.0)
+                    mstar_draw = np.full(len(samples), mstar)
+                    if err > 0:
+                        if rng is None:
+                            raise ValueError("propagating stellar_mass_err needs an rng")
+                        mstar_draw = mstar + err * rng.standard_normal(len(samples))
+                        while np.any(bad := mstar_draw <= 0):  # truncate at 0 (redraw)
+                            mstar_draw[bad] = mstar + err * rng.standard_normal(int(bad.sum()))
+                cols.append((mass * M_EARTH_IN_M_SUN / mstar / TTVNEST_MASS_UNIT)[:, None])
+                cols.append((mass * mstar_draw / mstar)[:, None])
+                extra += [f"{p}.mass_ttvnest", f"{p}.mass_earth"]
     return np.hstack(cols), names + extra
 
 
@@ -517,7 +570,7 @@ def run_ttv_inference(ttv_data: pd.DataFrame, prior_config: dict, *, progress=No
                 best_logl = float(arr[k])
                 best = (r.arrays["samples"][k] if r.kind == "ttv-nested"
                         else r.arrays["chain"].reshape(-1, len(r.param_names))[k])
-        full, full_names = _derived(samples, names)
+        full, full_names = _derived(samples, names, cfg, rng)
         chi2_best = -2.0 * best_logl - norm
         if chi2_best / max(n_obs, 1) > float(cfg["chi2_flag"]):
             out["flags"].append(f"model {model}: best fit has chi2/N = {chi2_best / n_obs:.1f}; "
@@ -603,7 +656,8 @@ def write_corner_png(result: dict, path, params=None, model=None) -> None:
     m = max(result["models"]) if model is None else model
     df = result["models"][m]["posterior_samples"]
     cols = params or [c for c in df.columns if is_perturber_param(c) and c.split(".", 1)[1] not in
-                      ("secosw", "sesinw", "mass_mjup")] or list(df.columns)
+                      ("secosw", "sesinw", "mass_mjup", "mass_ttvnest", "mass_earth")]
+    cols = cols or [c for c in df.columns if c.endswith(".mass_earth")] or list(df.columns)
     n = len(cols)
     fig, axes = plt.subplots(n, n, figsize=(2.2 * n, 2.2 * n), squeeze=False)
     for i, yi in enumerate(cols):
