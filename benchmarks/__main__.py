@@ -24,6 +24,7 @@ BENCHMARKS = {
     "store": "object store put/read, local vs an S3 server (100 frames); RICE ratio and speed vs gzip",
     "boinc": "work units generated per second; assimilation time per 100 results",
     "queue": "tasks/s through Redis vs in-process (no-op, ingest); upload-to-photometry latency",
+    "portal": "light-curve API latency, 100k points, table of 100k vs 1M photometry rows (MariaDB or SQLite)",
     "app": "frozen app size, start-up time, peak memory per task kind (needs --app)",
     "boinc_real": "real BOINC server: WU and campaign round trips, create_work --stdin WUs/s (needs --app, root)",
 }

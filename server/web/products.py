@@ -162,8 +162,10 @@ def light_curve(db, target_id: int, band: str, *, limit: int, after_id: int | No
             jd0 = anchor[0]
             where.append((PhotometryPoint.jd_utc > jd0)
                          | and_(PhotometryPoint.jd_utc == jd0, PhotometryPoint.id > after_id))
-        rows = session.execute(select(*cols).where(*where)
-                               .order_by(PhotometryPoint.jd_utc, PhotometryPoint.id).limit(limit + 1)).all()
+        # Core rows (plain tuples), not ORM entities: 100k points are read in one index range scan
+        rows = session.connection().execute(select(*cols).where(*where)
+                                            .order_by(PhotometryPoint.jd_utc, PhotometryPoint.id)
+                                            .limit(limit + 1)).fetchall()
         if not rows and after_id is None:
             have = list(session.scalars(select(PhotometryPoint.band).where(PhotometryPoint.target_id == target_id)
                                         .distinct()))
@@ -173,10 +175,10 @@ def light_curve(db, target_id: int, band: str, *, limit: int, after_id: int | No
     columns = list(zip(*rows)) if rows else [()] * len(LC_COLUMNS)
     data: dict[str, Any] = {}
     for name, values in zip(LC_COLUMNS, columns):
-        if name in ("bjd_tdb", "jd_utc", "mag", "mag_err", "flux", "flux_err"):
-            data[name] = np.array([np.nan if v is None else v for v in values], dtype=float)
+        if name in LC_UNITS:
+            data[name] = np.array(values, dtype=float)  # NULL -> NaN
         elif name == "is_upper_limit":
-            data[name] = np.array([bool(v) for v in values], dtype=bool)
+            data[name] = np.array(values, dtype=bool)
         else:
             data[name] = list(values)
     return {"target_id": target_id, "band": band, "n": len(rows), "columns": data,
@@ -184,15 +186,24 @@ def light_curve(db, target_id: int, band: str, *, limit: int, after_id: int | No
 
 
 def _json_floats(a: np.ndarray) -> list:
-    return [None if not math.isfinite(v) else v for v in a.tolist()]
+    """Floats for JSON: NaN/inf (NULL in the database) become null."""
+    finite = np.isfinite(a)
+    if finite.all():
+        return a.tolist()
+    if not finite.any():
+        return [None] * a.size
+    return [v if ok else None for v, ok in zip(a.tolist(), finite.tolist())]
 
 
-def light_curve_json(lc: dict) -> dict:
-    cols = lc["columns"]
-    out = {k: (_json_floats(v) if isinstance(v, np.ndarray) and v.dtype.kind == "f" else
-               (v.tolist() if isinstance(v, np.ndarray) else v)) for k, v in cols.items()}
-    return {"target_id": lc["target_id"], "band": lc["band"], "n": lc["n"], "next_after_id": lc["next_after_id"],
-            "time_scale": "BJD_TDB", "units": {k: LC_UNITS.get(k, "") for k in cols}, "columns": out}
+def light_curve_json(lc: dict) -> bytes:
+    """The JSON body (bytes) of a light curve: columns as arrays, NULL/NaN as null. Encoded by orjson straight from
+    the numpy arrays (shortest round-trip float repr): 100k points x 12 columns in tens of ms, not hundreds."""
+    import orjson
+
+    body = {"target_id": lc["target_id"], "band": lc["band"], "n": lc["n"], "next_after_id": lc["next_after_id"],
+            "time_scale": "BJD_TDB", "units": {k: LC_UNITS.get(k, "") for k in lc["columns"]},
+            "columns": lc["columns"]}
+    return orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY)
 
 
 def light_curve_table(lc: dict, target_name: str):

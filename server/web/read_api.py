@@ -76,7 +76,7 @@ def build_router(app, runner) -> APIRouter:
         lc = await run_in_threadpool(P.light_curve, app.db, target_id, band, limit=limit or lc_max,
                                      after_id=after_id)
         if format == "json":
-            return Response(P.json_dumps(P.light_curve_json(lc)), media_type="application/json")
+            return Response(await run_in_threadpool(P.light_curve_json, lc), media_type="application/json")
         tname = (await run_in_threadpool(P.get_target, app.db, target_id))["name"]
         stem = f"{_slug(tname)}_{_slug(band)}_lightcurve"
         if format == "csv":
