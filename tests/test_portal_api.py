@@ -257,6 +257,7 @@ def test_admin_launch_refuses_bad_inputs_with_the_reason(portal):
     files = {"times": ("t.csv", b"epoch,time,sigma\n", "text/csv"), "priors": ("p.json", b"{}", "application/json")}
     r = alice.post("/api/v1/admin/campaigns", files=files)
     assert r.status_code == 400 and "no rows" in r.json()["error"]["message"]
+    assert "t.csv" in r.json()["error"]["message"] and "/tmp" not in r.json()["error"]["message"]
     files["priors"] = ("p.yaml", b"a: 1", "text/plain")
     r = alice.post("/api/v1/admin/campaigns", files=files)
     assert r.status_code == 400 and "TOML or JSON" in r.json()["error"]["message"]
@@ -335,3 +336,33 @@ def test_users_cli_adds_a_user_from_stdin_and_refuses_a_short_password(tmp_path)
                         env=env)
     assert res.exit_code == 1 and "at least 8 characters (got 5)" in res.output
     assert "#1 ann (admin)" in runner.invoke(main, ["users", "list"], env=env).output
+
+
+def test_admin_api_launches_a_campaign_with_the_cli_planner_and_cancels_campaigns(portal):
+    """Last in this module: it adds a campaign and cancels the seeded running one."""
+    from app.ttv.synthetic import kepler88_like
+
+    app, ids = portal
+    alice = client(portal, "alice")
+    system = kepler88_like(np.random.default_rng(9), n_transits=12)
+    times = "epoch,time,sigma\n" + "".join(f"{e},{float(t)!r},{float(s)!r}\n" for e, t, s in
+                                           zip(system.epochs, system.times, system.sigma))
+    priors = ('{"stellar_mass": 0.99, "perturber_period": [22.25, 22.35], "perturber_mass": [150.0, 260.0],'
+              ' "perturber_ecc_fixed": [0.0, 90.0], "known_ecc_fixed": [0.0, 90.0], "nlive": 10, "dlogz": 2.0}')
+    r = alice.post("/api/v1/admin/campaigns", files={"times": ("t.csv", times.encode(), "text/csv"),
+                                                     "priors": ("p.json", priors.encode(), "application/json")},
+                   data={"name": "api-ttv", "replicas": "1", "bins": "[[22.25, 22.35]]", "executor": "boinc"})
+    assert r.status_code == 201, r.text
+    cid = r.json()["campaign_id"]
+    assert r.headers["location"] == f"/api/v1/campaigns/{cid}" and r.json()["bins"] == 1
+    with app.db.session() as s:
+        from server.core.db.models import Campaign
+
+        c = s.get(Campaign, cid)
+        assert (c.name, c.executor, c.config["replicas"]) == ("api-ttv", "boinc", 1)
+        assert [(b["period_min"], b["period_max"]) for b in c.config["bins"]] == [(22.25, 22.35)]
+    # without a BOINC project its background submission fails; the campaign stays, and can be cancelled
+    r = alice.post(f"/api/v1/admin/campaigns/{ids['running']}/cancel")
+    assert r.status_code == 200 and r.json() == {"campaign_id": ids["running"], "cancelled_work_units": 0}
+    assert alice.get(f"/api/v1/campaigns/{ids['running']}").json()["status"] == "cancelled"
+    assert alice.post("/api/v1/admin/campaigns/999/cancel").status_code == 404

@@ -36,7 +36,8 @@ class CampaignRunner:
 
     def launch_ttv(self, times_csv: bytes, priors_text: str, priors_suffix: str, *, name: str | None = None,
                    replicas: int = 2, bins: list | str = "auto", executor: str | None = None,
-                   seed: int | None = None, start: bool = True) -> Launched:
+                   seed: int | None = None, start: bool = True, times_name: str = "times.csv",
+                   priors_name: str = "priors") -> Launched:
         """Create a TTV campaign from a transit-time CSV and a prior config (TOML or JSON text); ValueError
         (with the reason) for bad inputs. ``start``: run it now in the background."""
         from server.boinc.campaigns import create_campaign, ttv_campaign_config
@@ -53,8 +54,12 @@ class CampaignRunner:
                 fh.write(times_csv)
             with open(priors_path, "w", encoding="utf-8") as fh:
                 fh.write(priors_text)
-            prior_config = read_config_file(priors_path)
-            table = load_transit_time_table(times_path)
+            try:
+                prior_config = read_config_file(priors_path)
+                table = load_transit_time_table(times_path)
+            except ValueError as exc:  # name the uploaded files, not our temp paths
+                raise ValueError(str(exc).replace(times_path, repr(times_name))
+                                 .replace(priors_path, repr(priors_name))) from None
         config = ttv_campaign_config(table, prior_config, replicas=replicas, bins=bins)
         executor = executor or self.app.settings.executor
         cid = create_campaign(self.app, name or None, "ttv", config, executor=executor, seed=seed)

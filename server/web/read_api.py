@@ -275,7 +275,8 @@ async def launch_from_upload(*, runner, times: UploadFile, priors: UploadFile, n
     try:
         return await run_in_threadpool(runner.launch_ttv, times_bytes, priors_text, suffix,
                                        name=name.strip() or None, replicas=replicas, bins=bins_value,
-                                       executor=executor, seed=seed)
+                                       executor=executor, seed=seed, times_name=times.filename or "times.csv",
+                                       priors_name=priors.filename or "priors")
     except (CampaignError, ValueError, TypeError, KeyError) as exc:
         raise P.BadParameter(str(exc)) from None
 
