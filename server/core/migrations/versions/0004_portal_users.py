@@ -47,6 +47,5 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_index('ix_phot_target_band_jd', table_name='photometry_points')
-    op.drop_index('ix_user_sessions_user_id', table_name='user_sessions')
-    op.drop_table('user_sessions')
+    op.drop_table('user_sessions')  # with its index (MariaDB refuses to drop an index a foreign key uses)
     op.drop_table('users')
