@@ -366,3 +366,24 @@ def test_admin_api_launches_a_campaign_with_the_cli_planner_and_cancels_campaign
     assert r.status_code == 200 and r.json() == {"campaign_id": ids["running"], "cancelled_work_units": 0}
     assert alice.get(f"/api/v1/campaigns/{ids['running']}").json()["status"] == "cancelled"
     assert alice.post("/api/v1/admin/campaigns/999/cancel").status_code == 404
+
+
+@pytest.mark.mariadb
+def test_light_curve_api_reads_every_point_in_order_on_mariadb(mariadb_url, tmp_path):
+    """The light curve is read from the DBAPI cursor with bound parameters: the same answer on MariaDB."""
+    from server.core.context import OpenAstro
+    from server.core.settings import load_settings
+
+    app = OpenAstro(load_settings(env={}, overrides={"var_dir": str(tmp_path / "var"), "database_url": mariadb_url,
+                                                     "progress": False}))
+    app.db.upgrade()
+    ids = seed(app, n_v=40, n_b=10)
+    c = client((app, ids))
+    bjd, mag, point_ids = db_points(app, ids["target"], "V")
+    body = c.get(f"/api/v1/targets/{ids['target']}/lightcurve", params={"band": "V", "limit": 25}).json()
+    rest = c.get(f"/api/v1/targets/{ids['target']}/lightcurve",
+                 params={"band": "V", "after_id": body["next_after_id"]}).json()
+    np.testing.assert_array_equal(body["columns"]["bjd_tdb"] + rest["columns"]["bjd_tdb"], bjd)
+    np.testing.assert_array_equal(body["columns"]["mag"] + rest["columns"]["mag"], mag)
+    assert body["columns"]["id"] + rest["columns"]["id"] == point_ids and rest["next_after_id"] is None
+    assert body["columns"]["is_upper_limit"] == [False] * 25

@@ -52,6 +52,7 @@ def serve(app: OpenAstro, host: str | None, port: int | None, ssl_certfile: str 
     scheme = "https" if tls else "http"
     click.echo(f"upload API on {scheme}://{host}:{port}/api/v1 (limit {app.settings.upload_max_bytes} bytes, "
                f"{app.settings.upload_max_concurrent} at a time)")
+    click.echo(f"science portal on {scheme}://{host}:{port}/targets (docs/portal.md)")
     uvicorn.run(create_api(app), host=host, port=port, log_level="info", lifespan="off",
                 ssl_certfile=ssl_certfile, ssl_keyfile=ssl_keyfile, proxy_headers=True,
                 forwarded_allow_ips=forwarded_allow_ips)
