@@ -387,3 +387,18 @@ def test_light_curve_api_reads_every_point_in_order_on_mariadb(mariadb_url, tmp_
     np.testing.assert_array_equal(body["columns"]["mag"] + rest["columns"]["mag"], mag)
     assert body["columns"]["id"] + rest["columns"]["id"] == point_ids and rest["next_after_id"] is None
     assert body["columns"]["is_upper_limit"] == [False] * 25
+
+
+@pytest.mark.parametrize("name, offset, label", [
+    ("pert.mass", 0.0, "pert.mass [M_Earth]"),
+    ("pert.period", 0.0, "pert.period [d]"),
+    ("pert.tconj", 2460000.0, "pert.tconj − 2460000 [d, BJD_TDB]"),
+    ("pert.omega_deg", 0.0, "pert.omega_deg [deg]"),
+    ("pert.secosw", 0.0, "pert.secosw [dimensionless]"),
+])
+def test_corner_plot_axes_carry_units_and_written_out_time_offsets(name, offset, label):
+    from server.web.plots import _offset, axis_label
+
+    assert axis_label(name, offset) == label
+    assert _offset("pert.tconj", np.array([2460000.7, 2460001.2])) == 2460000.0
+    assert _offset("pert.tconj", np.array([22.9, 23.0])) == 0.0  # already offset in the input table

@@ -21,6 +21,36 @@ def _pyplot():
     return plt
 
 
+def axis_label(name: str, offset: float = 0.0) -> str:
+    """An axis label with the parameter's unit (docs/ttv.md) and any offset subtracted, written out."""
+    from app.ttv.summary import is_angle, is_time
+
+    leaf = name.rsplit(".", 1)[-1]
+    if is_time(name):
+        unit = "d, BJD_TDB"
+    elif is_angle(name):
+        unit = "deg"
+    elif leaf == "mass":
+        unit = "M_Earth"
+    elif leaf == "mass_mjup":
+        unit = "M_Jup"
+    elif leaf in ("period", "sigma", "jitter") or leaf.endswith("_d"):
+        unit = "d"
+    else:
+        unit = "dimensionless"
+    shown = f"{name} − {offset:.0f}" if offset else name
+    return f"{shown} [{unit}]"
+
+
+def _offset(name: str, values: np.ndarray) -> float:
+    """Full Julian dates are plotted minus a whole-day offset (named in the label), never in matplotlib's
+    ``1e6+...`` offset notation."""
+    from app.ttv.summary import is_time
+
+    lo = float(np.min(values))
+    return float(np.floor(lo)) if is_time(name) and abs(lo) > 1000 else 0.0
+
+
 def corner_png(names: list[str], samples: np.ndarray, *, max_params: int = 6) -> bytes:
     """A corner plot (PNG bytes) of ``samples`` (n, k) named ``names``; the perturber's parameters first when
     there are more than ``max_params``."""
@@ -34,6 +64,10 @@ def corner_png(names: list[str], samples: np.ndarray, *, max_params: int = 6) ->
     k = len(cols)
     plt = _pyplot()
     fig, axes = plt.subplots(k, k, figsize=(2.4 * k + 0.6, 2.4 * k + 0.6), squeeze=False)
+    offsets = {i: _offset(names[i], samples[:, i]) for i in cols}
+    samples = samples.copy()
+    for i in cols:
+        samples[:, i] -= offsets[i]
     q = {i: np.percentile(samples[:, i], [16, 50, 84]) for i in cols}
     for r, ci in enumerate(cols):
         for c, cj in enumerate(cols):
@@ -43,22 +77,25 @@ def corner_png(names: list[str], samples: np.ndarray, *, max_params: int = 6) ->
                 continue
             if r == c:
                 ax.hist(samples[:, ci], bins=40, color="0.35", histtype="step")
+                ax.set_ylabel("samples" if c == 0 else "", fontsize=7)
                 lo, med, hi = q[ci]
                 ax.axvline(med, color="tab:blue", lw=1.2)
                 for v in (lo, hi):
                     ax.axvline(v, color="tab:blue", lw=1.0, ls="--")
-                ax.set_title(f"{names[ci]} = {format_interval(names[ci], med, lo, hi)}", fontsize=7)
+                off = offsets[ci]
+                ax.set_title(f"{names[ci]} =\n{format_interval(names[ci], med + off, lo + off, hi + off)}", fontsize=6)
                 ax.set_yticks([])
             else:
                 ax.plot(samples[:, cj], samples[:, ci], ".", ms=1.5, alpha=0.3, color="k", rasterized=True)
                 ax.axvline(q[cj][1], color="tab:blue", lw=0.8)
                 ax.axhline(q[ci][1], color="tab:blue", lw=0.8)
+            ax.ticklabel_format(useOffset=False, style="plain", axis="x" if r == c else "both")
             if r == k - 1:
-                ax.set_xlabel(names[cj], fontsize=8)
+                ax.set_xlabel(axis_label(names[cj], offsets[cj]), fontsize=7)
             else:
                 ax.set_xticklabels([])
             if c == 0 and r > 0:
-                ax.set_ylabel(names[ci], fontsize=8)
+                ax.set_ylabel(axis_label(names[ci], offsets[ci]), fontsize=7)
             elif c > 0:
                 ax.set_yticklabels([])
             ax.tick_params(labelsize=6)
