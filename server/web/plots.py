@@ -101,6 +101,7 @@ def corner_png(names: list[str], samples: np.ndarray, *, max_params: int = 6) ->
             ax.tick_params(labelsize=6)
     fig.suptitle("median (solid) and 68% interval (dashed)", fontsize=8)
     fig.tight_layout()
+    fig.subplots_adjust(right=min(fig.subplotpars.right, 0.93))  # room for the last panel's title
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=90)
     plt.close(fig)
