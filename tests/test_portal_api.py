@@ -89,6 +89,14 @@ def test_light_curve_json_has_every_database_point_in_time_order_with_units(port
     assert body["columns"]["flux"] == [None] * 120 and body["next_after_id"] is None
 
 
+def test_light_curve_json_returns_only_the_asked_columns_plus_id(portal):
+    app, ids = portal
+    body = client(portal).get(f"/api/v1/targets/{ids['target']}/lightcurve",
+                              params={"band": "V", "columns": "mag, bjd_tdb"}).json()
+    assert list(body["columns"]) == ["bjd_tdb", "mag", "id"]
+    np.testing.assert_array_equal(body["columns"]["mag"], db_points(app, ids["target"], "V")[1])
+
+
 def test_light_curve_pages_with_after_id_cover_every_point_once(portal):
     app, ids = portal
     c = client(portal)
@@ -134,6 +142,8 @@ def test_light_curve_downloads_in_csv_fits_and_votable_carry_the_database_values
     ("/api/v1/targets/{t}/lightcurve", {"band": "V", "format": "xls"}, 422, "format"),
     ("/api/v1/targets/{t}/lightcurve", {"band": "V", "after_id": 999999}, 400, "after_id=999999"),
     ("/api/v1/targets/{t}/lightcurve", {"band": "V", "limit": 10**6}, 400, "limit=1000000"),
+    ("/api/v1/targets/{t}/lightcurve", {"band": "V", "columns": "mag,colour"}, 400, "['colour']"),
+    ("/api/v1/targets/{t}/lightcurve", {"band": "V", "columns": "mag", "format": "csv"}, 400, "format=json only"),
     ("/api/v1/targets/0", {}, 422, "target_id"),
     ("/api/v1/targets/abc", {}, 422, "target_id"),
     ("/api/v1/targets/{t}/transit-times", {}, 404, "no transit times"),

@@ -160,12 +160,19 @@ def _fetch_tuples(session, stmt) -> list[tuple]:
         cursor.close()
 
 
-def light_curve(db, target_id: int, band: str, *, limit: int, after_id: int | None = None) -> dict[str, Any]:
+def light_curve(db, target_id: int, band: str, *, limit: int, after_id: int | None = None,
+                columns: list[str] | None = None) -> dict[str, Any]:
     """One band's points in time order (JD UTC, then id), as columns (numpy arrays / lists).
 
     Paging: ``limit`` rows after the point with id ``after_id`` (in the same order); ``next_after_id`` is set
-    when more rows follow. Read with one index range scan of ``ix_phot_target_band_jd``."""
-    cols = [getattr(PhotometryPoint, c) for c in LC_COLUMNS]
+    when more rows follow. Read with one index range scan of ``ix_phot_target_band_jd``. ``columns``: a subset
+    of :data:`LC_COLUMNS` (``id`` is always included, for paging); default all."""
+    if columns is not None:
+        unknown = [c for c in columns if c not in LC_COLUMNS]
+        if unknown or not columns:
+            raise BadParameter(f"unknown light-curve column(s) {unknown or columns}: choose from {', '.join(LC_COLUMNS)}")
+    names = [c for c in LC_COLUMNS if c != "id" and (columns is None or c in columns)] + ["id"]
+    cols = [getattr(PhotometryPoint, c) for c in names]
     where = [PhotometryPoint.target_id == target_id, PhotometryPoint.band == band]
     with db.session() as session:
         if session.get(Target, target_id) is None:
@@ -186,9 +193,9 @@ def light_curve(db, target_id: int, band: str, *, limit: int, after_id: int | No
             raise NotFound(f"target {target_id} has no points in band {band!r} (bands: {sorted(have)})")
     more = len(rows) > limit
     rows = rows[:limit]
-    columns = list(zip(*rows)) if rows else [()] * len(LC_COLUMNS)
+    values_by_column = list(zip(*rows)) if rows else [()] * len(names)
     data: dict[str, Any] = {}
-    for name, values in zip(LC_COLUMNS, columns):
+    for name, values in zip(names, values_by_column):
         if name in LC_UNITS:
             data[name] = np.array(values, dtype=float)  # NULL -> NaN
         elif name == "is_upper_limit":

@@ -69,12 +69,18 @@ def build_router(app, runner) -> APIRouter:
     async def lightcurve(target_id: Id, band: Annotated[str, Query(min_length=1, max_length=16)],
                          format: Literal["json", "csv", "fits", "votable"] = "json",
                          limit: Annotated[int | None, Query(ge=1, le=10_000_000)] = None,
-                         after_id: Annotated[int | None, Query(ge=1, le=2**63 - 1)] = None) -> Response:
+                         after_id: Annotated[int | None, Query(ge=1, le=2**63 - 1)] = None,
+                         columns: Annotated[str | None, Query(max_length=400, description=(
+                             "JSON only: comma-separated subset of " + ", ".join(P.LC_COLUMNS)))] = None) -> Response:
+        if columns is not None and format != "json":
+            raise P.BadParameter(f"columns applies to format=json only (downloads carry every column), "
+                                 f"got format={format}")
         if limit is not None and limit > lc_max:
             raise P.BadParameter(f"limit={limit} is above the largest page of {lc_max} points "
                                  "(page with after_id; setting portal_lightcurve_max)")
         lc = await run_in_threadpool(P.light_curve, app.db, target_id, band, limit=limit or lc_max,
-                                     after_id=after_id)
+                                     after_id=after_id,
+                                     columns=None if columns is None else [c.strip() for c in columns.split(",")])
         if format == "json":
             return Response(await run_in_threadpool(P.light_curve_json, lc), media_type="application/json")
         tname = (await run_in_threadpool(P.get_target, app.db, target_id))["name"]

@@ -2,6 +2,7 @@
 (function () {
   "use strict";
   window.oaPlots = {};
+  var PLOT_COLUMNS = "bjd_tdb,jd_utc,mag,mag_err,flux,flux_err,id";  // what the plots need, no more
   var COLORS = ["#1f4e9c", "#c0392b", "#27865a", "#8e44ad", "#d35400", "#2c3e50"];
   function getJSON(url) { return fetch(url, {credentials: "same-origin"}).then(function (r) {
     if (!r.ok) return r.json().then(function (b) { throw new Error((b.error && b.error.message) || r.statusText); });
@@ -11,7 +12,8 @@
 
   function lightCurve(sec) {
     var tid = sec.dataset.target, bands = Object.keys(JSON.parse(sec.dataset.bands));
-    Promise.all(bands.map(function (b) { return getJSON("/api/v1/targets/" + tid + "/lightcurve?band=" + encodeURIComponent(b)); }))
+    Promise.all(bands.map(function (b) { return getJSON("/api/v1/targets/" + tid + "/lightcurve?band=" + encodeURIComponent(b)
+      + "&columns=" + PLOT_COLUMNS); }))
       .then(function (curves) {
         var useBjd = curves.every(function (lc) { return lc.columns.bjd_tdb.every(function (v) { return v !== null; }); });
         var tcol = useBjd ? "bjd_tdb" : "jd_utc", all = [];
