@@ -62,7 +62,8 @@ def seed(app, *, n_v: int = 120, n_b: int = 60, seed: int = 17) -> dict:
                                           "prior_mass": 1.0}]},
                         summary={"posterior": {"param_names": names, "median": [20.0, 22.3],
                                                "q16": [18.0, 22.29], "q84": [22.0, 22.31]}})
-        running = Campaign(name="ttv-running", kind="ttv", executor="local", status="running", config={"bins": []},
+        running = Campaign(name="ttv-running", kind="ttv", executor="local", status="running", target_id=other.id,
+                           config={"bins": []},
                            summary={})
         s.add_all([done, running])
         s.flush()

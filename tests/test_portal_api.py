@@ -241,8 +241,10 @@ def test_anonymous_readers_see_only_published_campaigns_and_no_observations(port
     assert [x["id"] for x in anon.get("/api/v1/campaigns").json()["items"]] == [ids["campaign"]]
     assert anon.get(f"/api/v1/campaigns/{ids['running']}").status_code == 404
     assert anon.get("/api/v1/observations").status_code == 401
+    assert anon.get(f"/api/v1/targets/{ids['other']}").json()["campaigns"] == [ids["campaign"]]
     assert {x["id"] for x in sam.get("/api/v1/campaigns").json()["items"]} == {ids["campaign"], ids["running"]}
     assert sam.get(f"/api/v1/campaigns/{ids['running']}").json()["status"] == "running"
+    assert sam.get(f"/api/v1/targets/{ids['other']}").json()["campaigns"] == [ids["campaign"], ids["running"]]
     assert sam.get("/api/v1/observations").json()["total"] == 0
 
 

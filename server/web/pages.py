@@ -83,7 +83,8 @@ def build_pages(app, runner, openapi) -> APIRouter:
     @router.get("/targets/{target_id}")
     async def target(request: Request, target_id: int) -> Response:
         async def body():
-            t = await run_in_threadpool(P.get_target, app.db, target_id)
+            reader = await reader_of(request)
+            t = await run_in_threadpool(P.get_target, app.db, target_id, published_only=reader.published_only)
             return await render(request, "target.html", t=t)
         return await guarded(request, body)
 

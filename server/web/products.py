@@ -114,7 +114,7 @@ def list_targets(db, *, name: str | None = None, ra: float | None = None, dec: f
     return Page(rows[offset:offset + limit], len(rows), limit, offset)
 
 
-def get_target(db, target_id: int) -> dict:
+def get_target(db, target_id: int, *, published_only: bool = True) -> dict:
     """A target with the bands it has photometry in (and counts), and which products exist."""
     with db.session() as session:
         t = session.get(Target, target_id)
@@ -129,7 +129,10 @@ def get_target(db, target_id: int) -> dict:
                                      .where(Periodogram.target_id == target_id)) or 0)
         stacks = [s.id for s in session.scalars(select(Stack).where(Stack.target_id == target_id,
                                                                     Stack.status == PUBLISHED_STATUS))]
-        campaigns = [c.id for c in session.scalars(select(Campaign).where(Campaign.target_id == target_id))]
+        query = select(Campaign.id).where(Campaign.target_id == target_id)
+        if published_only:
+            query = query.where(Campaign.status == PUBLISHED_STATUS)
+        campaigns = list(session.scalars(query.order_by(Campaign.id)))
         return dict(_target_dict(t), bands=bands, planets=planets, n_periodograms=n_pgram, stacks=stacks,
                     campaigns=campaigns)
 

@@ -61,8 +61,8 @@ def build_router(app, runner) -> APIRouter:
         return page.to_dict()
 
     @router.get("/targets/{target_id}", tags=["targets"], summary="One target: bands, planets, products")
-    async def target(target_id: Id) -> dict:
-        return await run_in_threadpool(P.get_target, app.db, target_id)
+    async def target(target_id: Id, reader: ReaderDep) -> dict:
+        return await run_in_threadpool(P.get_target, app.db, target_id, published_only=reader.published_only)
 
     @router.get("/targets/{target_id}/lightcurve", tags=["targets"],
                 summary="Light curve of one band (json, csv, fits, votable); BJD_TDB in days, mag in mag")
