@@ -25,7 +25,6 @@ from sqlalchemy import and_, func, select
 
 from server.core.db.models import (
     Campaign,
-    LightCurve,
     Observation,
     Periodogram,
     PhotometryPoint,
