@@ -25,6 +25,7 @@ BENCHMARKS = {
     "boinc": "work units generated per second; assimilation time per 100 results",
     "queue": "tasks/s through Redis vs in-process (no-op, ingest); upload-to-photometry latency",
     "classify": "real/bogus scores of 100 candidates (numpy braai vs a direct-loop forward pass); held-out ROC AUC",
+    "portal": "light-curve API latency, 100k points, table of 100k vs 1M photometry rows (MariaDB or SQLite)",
     "app": "frozen app size, start-up time, peak memory per task kind (needs --app)",
     "transients": "4k ZOGY vs plain numpy ZOGY; injection completeness curve; 100-candidate classification",
     "boinc_real": "real BOINC server: WU and campaign round trips, create_work --stdin WUs/s (needs --app, root)",

@@ -11,6 +11,7 @@ APT_PACKAGES=(
   astrometry-data-tycho2-07-littleendian astrometry-data-tycho2-08-littleendian
   astrometry-data-tycho2-09-littleendian astrometry-data-tycho2-10-19-littleendian
   swarp                                # benchmark anchor for reprojection
+  chromium chromium-driver             # the portal's browser tests (Selenium, headless)
   redis-server                         # the Celery broker for queue tests (started by scripts/redis_test_server.sh)
   zip unzip binutils strace            # app packaging (zip), glibc floor check (objdump), no-network check
   libcfitsio-bin                       # funpack: the tests check our RICE files are fpack-compatible

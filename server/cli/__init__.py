@@ -18,7 +18,7 @@ from server.core.storage import StorageError
 
 # Role subgroups, each a module of this package defining one click command or group of the same name.
 ROLE_MODULES = ("config", "db", "pipeline", "sites", "target", "serve", "store", "results", "ttv", "campaign", "boinc",
-                "demo", "worker", "queue", "transients")
+                "demo", "worker", "queue", "transients", "users")
 
 DOMAIN_ERRORS = (SettingsError, DatabaseError, StorageError)
 

@@ -31,7 +31,7 @@ def is_loopback(host: str) -> bool:
 @click.pass_obj
 def serve(app: OpenAstro, host: str | None, port: int | None, ssl_certfile: str | None, ssl_keyfile: str | None,
           forwarded_allow_ips: str) -> None:
-    """Serve the upload API (POST /api/v1/observations) with uvicorn.
+    """Serve the upload API (POST /api/v1/observations), the read API and the science portal with uvicorn.
 
     Site keys travel in every request: bind a public address only with --ssl-certfile/--ssl-keyfile, or keep
     the default 127.0.0.1 behind a TLS reverse proxy (docs/deploy.md)."""
@@ -52,6 +52,7 @@ def serve(app: OpenAstro, host: str | None, port: int | None, ssl_certfile: str 
     scheme = "https" if tls else "http"
     click.echo(f"upload API on {scheme}://{host}:{port}/api/v1 (limit {app.settings.upload_max_bytes} bytes, "
                f"{app.settings.upload_max_concurrent} at a time)")
+    click.echo(f"science portal on {scheme}://{host}:{port}/targets (docs/portal.md)")
     uvicorn.run(create_api(app), host=host, port=port, log_level="info", lifespan="off",
                 ssl_certfile=ssl_certfile, ssl_keyfile=ssl_keyfile, proxy_headers=True,
                 forwarded_allow_ips=forwarded_allow_ips)

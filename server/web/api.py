@@ -262,7 +262,8 @@ async def _receive(request: Request, body: _Body, spool: _Spool) -> None:
 
 def create_api(app: OpenAstro) -> FastAPI:
     """The upload API bound to one application object (settings, database, store)."""
-    api = FastAPI(title="OpenAstro Compute upload API", version="1", docs_url=None, redoc_url=None)
+    api = FastAPI(title="OpenAstro Compute API", version="1", docs_url=None, redoc_url=None,
+                  openapi_url=f"{API_PREFIX}/openapi.json")
     limit = int(app.settings.upload_max_bytes)
     max_data = min(int(app.settings.fits_max_image_bytes), DECOMPRESSION_FACTOR * limit)
     max_tile = int(app.settings.fits_max_tile_bytes)
@@ -278,6 +279,8 @@ def create_api(app: OpenAstro) -> FastAPI:
     async def _validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
         details = "; ".join(f"{'.'.join(str(p) for p in e.get('loc', ()))}: {e.get('msg')}" for e in exc.errors())
         return error_response(422, "invalid_request", details or "invalid request")
+
+    _mount_portal(api, app)
 
     @api.exception_handler(Exception)
     async def _unexpected(_request: Request, exc: Exception) -> JSONResponse:
@@ -366,6 +369,35 @@ def create_api(app: OpenAstro) -> FastAPI:
 
     from server.web.alerts_api import alerts_router; api.include_router(alerts_router(app))  # noqa: E702
     return api
+
+
+def _mount_portal(api: FastAPI, app: OpenAstro) -> None:
+    """The science portal (issue 17): read API, pages, admin, static files (docs/portal.md)."""
+    from fastapi.staticfiles import StaticFiles
+
+    from server.web.access import Denied
+    from server.web.jobs import CampaignRunner
+    from server.web.pages import STATIC, build_pages
+    from server.web.products import BadParameter, NotFound
+    from server.web.read_api import build_router
+
+    api.state.oa = app
+    runner = CampaignRunner(app)
+    api.include_router(build_router(app, runner))
+    api.include_router(build_pages(app, runner, api.openapi))
+    api.mount("/static", StaticFiles(directory=STATIC), name="static")
+
+    @api.exception_handler(Denied)
+    async def _denied(_request: Request, exc: Denied) -> JSONResponse:
+        return error_response(exc.status, exc.code, exc.message)
+
+    @api.exception_handler(NotFound)
+    async def _not_found(_request: Request, exc: NotFound) -> JSONResponse:
+        return error_response(404, "not_found", str(exc))
+
+    @api.exception_handler(BadParameter)
+    async def _bad(_request: Request, exc: BadParameter) -> JSONResponse:
+        return error_response(400, "bad_parameter", str(exc))
 
 
 __all__ = ["create_api", "safe_client_name", "bearer_token", "API_PREFIX"]

@@ -190,7 +190,9 @@ class PhotometryPoint(Base):
     """One brightness measurement of a target (from calibrated frames or archival photometry)."""
 
     __tablename__ = "photometry_points"
-    __table_args__ = (Index("ix_phot_target_band", "target_id", "band"),)
+    # (target, band, time): a light curve is read in time order straight from the index (portal latency, 0004)
+    __table_args__ = (Index("ix_phot_target_band", "target_id", "band"),
+                      Index("ix_phot_target_band_jd", "target_id", "band", "jd_utc"))
     id: Mapped[int] = mapped_column(primary_key=True)
     observation_id: Mapped[Optional[int]] = mapped_column(ForeignKey("observations.id"), index=True)
     target_id: Mapped[int] = mapped_column(ForeignKey("targets.id"))
@@ -442,3 +444,32 @@ class TransientAlert(Base):
     avro_key: Mapped[Optional[str]] = mapped_column(String(255))  # NULL: the object was lost (store check)
     voevent_key: Mapped[Optional[str]] = mapped_column(String(255))
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+
+
+# --- portal users and their browser sessions (issue 17) ------------------------------------------------------
+
+
+class User(Base):
+    """A portal account. ``role``: 'admin' (manages sites, keys, campaigns) or 'scientist' (reads everything).
+    ``password_hash`` is scrypt (server/web/auth.py); the password itself is never stored."""
+
+    __tablename__ = "users"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(80), unique=True)
+    role: Mapped[str] = mapped_column(String(16))
+    password_hash: Mapped[str] = mapped_column(String(255))
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    disabled_at: Mapped[Optional[dt.datetime]] = mapped_column(UTCDateTime)
+
+
+class UserSession(Base):
+    """A logged-in browser: only the SHA-256 of the session cookie is stored; ``csrf_token`` is the value every
+    state-changing form of that session must send back."""
+
+    __tablename__ = "user_sessions"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    csrf_token: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
