@@ -184,6 +184,8 @@ SETTINGS: tuple[Setting, ...] = (
             "Mark portal session cookies Secure (set true when the portal is served over HTTPS)."),
     Setting("portal_lightcurve_max", 200000, _positive_int,
             "Most light-curve points the read API returns in one response (larger curves are paged with after_id)."),
+    Setting("portal_cache_mb", 256, _non_negative_int,
+            "Memory for encoded light-curve responses the read API keeps (per server process; 0: none)."),
     Setting("checkpoint_period_s", 60.0, _positive_float, "Checkpoint period for local runs, seconds."),
     Setting("progress", True, _bool, "Show progress bars on long CLI work."),
     Setting("broker_url", "", _optional_text,

@@ -383,7 +383,9 @@ def _mount_portal(api: FastAPI, app: OpenAstro) -> None:
 
     api.state.oa = app
     runner = CampaignRunner(app)
-    api.include_router(build_router(app, runner))
+    read_router = build_router(app, runner)
+    api.state.lightcurve_cache = read_router.lightcurve_cache
+    api.include_router(read_router)
     api.include_router(build_pages(app, runner, api.openapi))
     api.mount("/static", StaticFiles(directory=STATIC), name="static")
 

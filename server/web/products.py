@@ -208,6 +208,15 @@ def light_curve(db, target_id: int, band: str, *, limit: int, after_id: int | No
             "next_after_id": int(rows[-1][-1]) if more else None}
 
 
+def light_curve_version(db, target_id: int, band: str) -> tuple[int, int]:
+    """(number of points, largest point id) of a target's band: changes whenever its light curve does (points are
+    only inserted or deleted; see server/web/respcache.py). One index-only read of ``ix_phot_target_band_jd``."""
+    with db.session() as session:
+        n, top = session.execute(select(func.count(), func.max(PhotometryPoint.id)).where(
+            PhotometryPoint.target_id == target_id, PhotometryPoint.band == band)).one()
+    return int(n or 0), int(top or 0)
+
+
 def _json_floats(a: np.ndarray) -> list:
     """Floats for JSON: NaN/inf (NULL in the database) become null."""
     finite = np.isfinite(a)

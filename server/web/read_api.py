@@ -20,6 +20,7 @@ from starlette.concurrency import run_in_threadpool
 
 from server.web import products as P
 from server.web.access import Reader, check_csrf, reader_of, require_admin, require_user
+from server.web.respcache import Cached, ResponseCache
 
 API_PREFIX = "/api/v1"
 Id = Annotated[int, PathParam(ge=1, le=2**63 - 1)]
@@ -42,6 +43,8 @@ def _slug(name: str) -> str:
 def build_router(app, runner) -> APIRouter:
     router = APIRouter(prefix=API_PREFIX)
     lc_max = int(app.settings.portal_lightcurve_max)
+    lc_cache = ResponseCache(int(app.settings.portal_cache_mb) * 2**20)
+    router.lightcurve_cache = lc_cache  # create_api puts it on api.state (tests, benchmarks)
 
     @router.get("/me", tags=["auth"], summary="The logged-in user (or anonymous)")
     async def me(reader: ReaderDep) -> dict:
@@ -71,13 +74,28 @@ def build_router(app, runner) -> APIRouter:
                          limit: Annotated[int | None, Query(ge=1, le=10_000_000)] = None,
                          after_id: Annotated[int | None, Query(ge=1, le=2**63 - 1)] = None,
                          columns: Annotated[str | None, Query(max_length=400, description=(
-                             "JSON only: comma-separated subset of " + ", ".join(P.LC_COLUMNS)))] = None) -> Response:
+                             "JSON only: comma-separated subset of " + ", ".join(P.LC_COLUMNS)))] = None,
+                         if_none_match: Annotated[str | None, Header(max_length=2000)] = None) -> Response:
         if columns is not None and format != "json":
             raise P.BadParameter(f"columns applies to format=json only (downloads carry every column), "
                                  f"got format={format}")
         if limit is not None and limit > lc_max:
             raise P.BadParameter(f"limit={limit} is above the largest page of {lc_max} points "
                                  "(page with after_id; setting portal_lightcurve_max)")
+        version = await run_in_threadpool(P.light_curve_version, app.db, target_id, band)
+        key = (target_id, band, format, columns, limit or lc_max, after_id, version)
+        etag = lc_cache.etag(key)
+        if if_none_match is not None and etag in [t.strip() for t in if_none_match.split(",")]:
+            return Response(status_code=304, headers={"ETag": etag})
+        cached = lc_cache.get(key)
+        if cached is None:
+            response = await _lightcurve_response(target_id, band, format, limit, after_id, columns)
+            cached = Cached(response.body, response.media_type, {k: v for k, v in response.headers.items()
+                                                                 if k.lower() == "content-disposition"})
+            lc_cache.put(key, cached)
+        return Response(cached.body, media_type=cached.media_type, headers={**cached.headers, "ETag": etag})
+
+    async def _lightcurve_response(target_id, band, format, limit, after_id, columns) -> Response:
         lc = await run_in_threadpool(P.light_curve, app.db, target_id, band, limit=limit or lc_max,
                                      after_id=after_id,
                                      columns=None if columns is None else [c.strip() for c in columns.split(",")])
