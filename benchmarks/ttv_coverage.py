@@ -68,7 +68,7 @@ VERDICT_PARAMS = ("pert.mass", "pert.period")
 SIM_NAME = {"pert": "c", "b": "b"}  # fit planet name -> kepler88_like planet name
 MISSED_DLNL = -5.0
 PRODUCTION_KEYS = ("nlive", "dlogz", "dynesty_sample", "walks", "runs_per_bin", "missed_peak_lnl",
-                   "missed_peak_reruns", "chi2_flag")
+                   "missed_peak_reruns", "chi2_flag", "known_period_width")
 
 
 @dataclass(frozen=True)
@@ -349,6 +349,7 @@ def main(argv=None) -> None:
         from server.ttv.inference import CONFIG_DEFAULTS as d
 
         args.nlive, args.dlogz, args.sample, args.walks = d["nlive"], d["dlogz"], d["dynesty_sample"], d["walks"]
+        args.known_period_width = d["known_period_width"]
         print(f"production defaults: runs_per_bin {d['runs_per_bin']}, missed_peak_reruns "
               f"{d['missed_peak_reruns']}, chi2_flag {d['chi2_flag']}, missed_peak_lnl {d['missed_peak_lnl']}",
               flush=True)
