@@ -91,18 +91,25 @@ def test_transient_errors_are_retried_with_backoff_then_given_up(tmp_path, monke
 
 
 @pytest.mark.solver
-def test_embedded_ingest_of_an_image_solves_and_calibrates_it_before_returning(tmp_path):
+def _frame_file(tmp_path):
+    """A 384x384 synthetic frame of the Orion field without WCS (solve-field finds it from the offline index)."""
     from imgfront_helpers import offline_catalog
-    from server.ingest.service import IngestOptions, ingest_path
     from server.synth import FrameSpec, render_frame, write_frame
 
-    app = OpenAstro(_settings(tmp_path, reactive="on"))
-    app.db.upgrade()
-    attach(app)
     spec = FrameSpec(83.8, -5.4, (384, 384), 14.0, rotation_deg=30, zero_point=18.5, color_term=0.10,
                      exptime_s=2.0, fill_from_mag=None, mag_limit=11.0, instrument="DemoCam")
     path = tmp_path / "frame.fits"
     write_frame(render_frame(spec, np.random.default_rng(5), offline_catalog()), path, strip_wcs=True)
+    return path
+
+
+def test_embedded_ingest_of_an_image_solves_and_calibrates_it_before_returning(tmp_path):
+    from server.ingest.service import IngestOptions, ingest_path
+
+    app = OpenAstro(_settings(tmp_path, reactive="on"))
+    app.db.upgrade()
+    attach(app)
+    path = _frame_file(tmp_path)
     result = ingest_path(app, path, IngestOptions(target="Orion field"))
     with app.db.session() as s:
         rows = {r.stage: r.status for r in s.scalars(select(StageRun).where(StageRun.observation_id == result.observation_id))}
@@ -115,10 +122,8 @@ def test_embedded_ingest_of_an_image_solves_and_calibrates_it_before_returning(t
 
 
 def test_a_calibrated_frame_of_a_field_with_a_reference_goes_on_to_the_transient_stage(tmp_path, monkeypatch):
-    from imgfront_helpers import offline_catalog
     from server.ingest.service import IngestOptions, ingest_path
     from server.pipeline import runner
-    from server.synth import FrameSpec, render_frame, write_frame
 
     app = OpenAstro(_settings(tmp_path, reactive="on"))
     app.db.upgrade()
@@ -126,10 +131,7 @@ def test_a_calibrated_frame_of_a_field_with_a_reference_goes_on_to_the_transient
     asked = []
     # the reference check decides; the stage itself then finds no reference image and records "skipped"
     monkeypatch.setattr(runner, "has_reference", lambda a, oid: asked.append(oid) or True)
-    spec = FrameSpec(83.8, -5.4, (384, 384), 14.0, rotation_deg=30, zero_point=18.5, color_term=0.10,
-                     exptime_s=2.0, fill_from_mag=None, mag_limit=11.0, instrument="DemoCam")
-    path = tmp_path / "frame.fits"
-    write_frame(render_frame(spec, np.random.default_rng(5), offline_catalog()), path, strip_wcs=True)
+    path = _frame_file(tmp_path)
     result = ingest_path(app, path, IngestOptions(target="Orion field"))
     with app.db.session() as s:
         rows = {r.stage: r.status for r in s.scalars(select(StageRun).where(StageRun.observation_id == result.observation_id))}

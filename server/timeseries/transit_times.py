@@ -449,12 +449,7 @@ def load_transit_time_table(path_or_df, *, time_offset: float = 0.0, sigma_unit:
     ``sigma_unit``: "d", "min" or "s".  Duplicate epochs of one planet, NaN or non-positive
     sigmas raise ValueError; unsorted rows are sorted.
     """
-    where = "transit-time table"
-    if isinstance(path_or_df, pd.DataFrame):
-        df = path_or_df.copy()
-    else:
-        df = read_transit_time_file(path_or_df)
-        where = f"transit-time table {os.fspath(path_or_df)}"
+    df, where = table_frame(path_or_df, "transit-time table")
     lower = {str(c).lower().strip(): c for c in df.columns}
     cols = {}
     for name, aliases in _TABLE_ALIASES.items():
@@ -486,6 +481,13 @@ def load_transit_time_table(path_or_df, *, time_offset: float = 0.0, sigma_unit:
 
 MAX_TABLE_BYTES = 16 * 2**20
 MAX_EPOCH = 10_000_000  # |epoch| beyond this is a typo (10^7 orbits of even a 1-day planet is 27,000 years)
+
+
+def table_frame(path_or_df, what: str) -> tuple[pd.DataFrame, str]:
+    """A copy of the DataFrame, or the file read by :func:`read_transit_time_file`; and how errors name it."""
+    if isinstance(path_or_df, pd.DataFrame):
+        return path_or_df.copy(), what
+    return read_transit_time_file(path_or_df), f"{what} {os.fspath(path_or_df)}"
 
 
 def read_transit_time_file(path) -> pd.DataFrame:

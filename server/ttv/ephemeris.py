@@ -23,7 +23,6 @@ BIC = -2 ln L_max + k ln n with the same constant in every model, so differences
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -97,14 +96,9 @@ def load_timing_table(path_or_df, *, time_offset: float = 0.0, sigma_unit: str =
     must be an integer.  ``time_offset`` (d) is added to the times; ``sigma_unit`` is "d", "min" or "s".
     Several times at one epoch (different observers) are kept.
     """
-    from server.timeseries.transit_times import read_transit_time_file
+    from server.timeseries.transit_times import table_frame
 
-    where = "timing table"
-    if isinstance(path_or_df, pd.DataFrame):
-        df = path_or_df.copy()
-    else:
-        df = read_transit_time_file(path_or_df)
-        where = f"timing table {os.fspath(path_or_df)}"
+    df, where = table_frame(path_or_df, "timing table")
     lower = {str(c).lower().strip(): c for c in df.columns}
 
     def column(aliases, required=True):
