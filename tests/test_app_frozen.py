@@ -401,8 +401,11 @@ def test_packaged_app_version_lays_out_boinc_files_and_runs_after_unzip(
     assert packaged.version_dir == version_dir
     assert sorted(p.name for p in version_dir.iterdir()) == sorted([
         "wrapper_26.1_x86_64-pc-linux-gnu", "openastro_app_1.00_x86_64-pc-linux-gnu.zip",
-        "openastro_app_job_1.00_x86_64-pc-linux-gnu.xml", "version.xml"])
+        "openastro_app_job_1.00_x86_64-pc-linux-gnu.xml", "version.xml", ".openastro.json"])
     assert packaged.glibc_floor is not None and packaged.glibc_floor.startswith("2.")
+    # what `openastro boinc hosts` reads (a dot file: BOINC's update_versions skips it)
+    meta = json.loads((version_dir / ".openastro.json").read_text())
+    assert meta["glibc_floor"] == packaged.glibc_floor and meta["platform"] == "x86_64-pc-linux-gnu"
 
     version = ET.parse(version_dir / "version.xml").getroot()
     assert version.find("is_wrapper") is not None

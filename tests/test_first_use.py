@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pandas as pd
@@ -203,6 +204,9 @@ def test_campaign_launched_with_no_run_runs_with_campaign_run(cli_db):
     assert "created" in run(["campaign", "status", "1"], cli_db).output
     res = run(["campaign", "run", "1"], cli_db)
     assert res.exit_code == 0, res.output
-    assert "local executor: 1 done, 0 failed" in res.output and "done, 1/1 work units finished" in res.output
+    # one work unit, plus the missed-peak rerun of its bin when nlive 10 leaves the best fit flagged (chi2/N > 10)
+    ran = re.search(r"local executor: (\d+) done, 0 failed", res.output)
+    assert ran and ran.group(1) in ("1", "2"), res.output
+    assert f"done, {ran.group(1)}/{ran.group(1)} work units finished" in res.output
     res = run(["campaign", "run", "1"], cli_db)
     assert res.exit_code == 0 and "already finished" in res.output

@@ -110,13 +110,8 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    op.drop_index('ix_transient_alerts_object_id', table_name='transient_alerts')
-    op.drop_index('ix_transient_alerts_created_at', table_name='transient_alerts')
+    # Dropping a table drops its indexes; MariaDB refuses to drop an index a foreign key needs on its own.
     op.drop_table('transient_alerts')
-    op.drop_index('ix_transient_candidates_observation_id', table_name='transient_candidates')
-    op.drop_index('ix_transient_candidates_object_id', table_name='transient_candidates')
     op.drop_table('transient_candidates')
-    op.drop_index('ix_transient_objects_dec_deg', table_name='transient_objects')
     op.drop_table('transient_objects')
-    op.drop_index('ix_transient_references_target_id', table_name='transient_references')
     op.drop_table('transient_references')
