@@ -5,7 +5,9 @@ times on a shared 2-core machine are noisy, ratios are what to compare. `all` us
 (the 4k reprojection and co-add runs take minutes; bench_app needs a frozen build: --app DIST).
 
 Not a speed benchmark, so not in the list: ``python -m benchmarks.ttv_coverage`` measures how often the
-TTV posteriors' 68% / 95% intervals hold the truth over independent noise realisations (tens of minutes).
+TTV posteriors' 68% / 95% intervals hold the truth over independent noise realisations (tens of minutes), and
+``python -m benchmarks.bench_ttv_wide`` runs issue 22's wide-prior Kepler-88-like inference at full size (134
+transits, b's elements free; tens of minutes per sampler seed).
 """
 
 from __future__ import annotations

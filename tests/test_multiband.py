@@ -38,9 +38,10 @@ def test_one_term_power_matches_astropy_lombscarglemultiband():
 
 def test_sparse_rr_lyrae_periods_recovered_more_often_with_all_bands():
     """A small version of benchmarks/bench_multiband.py: 30 template RR Lyrae (seed 11), SDSS-like cadence with
-    20 epochs per band (sparse: the regime where one band fails).  The benchmark (200 stars, seed 1) measured
-    multi-band 3 terms 0.860, single-band g 1 term 0.745 (docs/lightcurves.md); asserted with margins: >= 0.75
-    and more hits than single-band."""
+    20 epochs per band (sparse: the regime where one band fails).  Measured here: multi-band 3 terms with the
+    default BIC pick among 20 refined peaks 28/30, the highest grid peak alone 27/30, single-band g 1 term 22/30;
+    the benchmark (200 stars, seed 1) is in docs/lightcurves.md.  Asserted with a margin: >= 27/30 (0.9) and more
+    hits than single-band."""
     rng = np.random.default_rng(11)
     single, multi, n = 0, 0, 30
     for _ in range(n):
@@ -54,12 +55,13 @@ def test_sparse_rr_lyrae_periods_recovered_more_often_with_all_bands():
         multi += abs(res.best_period / s.period - 1) < 1e-3
         if abs(res.best_period / s.period - 1) < 1e-3:  # the stated uncertainty covers the error (< 5 sigma)
             assert abs(res.best_period - s.period) < 5 * res.best_period_err + 1e-5 * s.period
-    assert multi / n >= 0.75
+    assert multi >= 27
     assert multi > single
 
 
 def test_analytic_fap_of_pure_noise_is_calibrated_at_small_levels():
-    """300 noise-only stars (seed 5; 5 bands x 20 epochs over two seasons; errors 0.02-0.2 mag).
+    """The FAP is a property of the grid power only, so the peak pick is switched off here (n_candidates=1).
+    300 noise-only stars (seed 5; 5 bands x 20 epochs over two seasons; errors 0.02-0.2 mag).
     Binomial 99% range of the count below 0.05 for a calibrated FAP: 5..27; above 0.5 it is conservative."""
     rng = np.random.default_rng(5)
     faps = []
@@ -68,7 +70,7 @@ def test_analytic_fap_of_pure_noise_is_calibrated_at_small_levels():
         t = np.concatenate([ep + j * 72 / 86400 for j in range(5)])
         dy = rng.uniform(0.02, 0.2, t.size)
         faps.append(multiband_periodogram(t, dy * rng.standard_normal(t.size), dy, np.repeat(BANDS, 20),
-                                          min_period=0.2, max_period=1.2).fap)
+                                          min_period=0.2, max_period=1.2, n_candidates=1, pick_nterms=1).fap)
     faps = np.array(faps)
     assert 5 <= np.sum(faps < 0.05) <= 27
     assert np.mean(faps < 0.5) <= 0.5
@@ -105,8 +107,10 @@ def test_sparse_band_is_left_out_with_a_warning_and_bad_input_is_an_error():
 
 def test_published_stripe82_periods_are_reproduced_by_the_multiband_search():
     """24 SDSS Stripe 82 RR Lyrae (Sesar et al. 2010; tests/data/realdata/sesar2010_rrlyrae/README.md), all five
-    bands, 3 terms per band, periods 0.2-1.2 d.  Measured: 22 of 24 within 0.1% of the published period (the two
-    misses are aliases); single-band g finds 19 (1 term) and 23 (3 terms).  Asserted: >= 21 of 24 (87.5%)."""
+    bands, 3 terms per band, periods 0.2-1.2 d.  Measured: 22 of 24 within 0.1% of the published period with the
+    default BIC pick (the two misses are 1-day aliases; 22 also with the highest grid peak alone, and 21 with a
+    plain chi2 + p ln N BIC, which picked 2P for one RRc); single-band g finds 19 (1 term) and 23 (3 terms).
+    Asserted: >= 21 of 24 (87.5%)."""
     import os
 
     import pandas as pd
@@ -121,3 +125,26 @@ def test_published_stripe82_periods_are_reproduced_by_the_multiband_search():
         hits += abs(res.best_period / star.Per - 1) < 1e-3
     assert len(published) == 24 and hits >= 21
 
+
+
+def test_bic_pick_finds_the_sharp_true_peak_that_the_grid_ranks_below_an_alias():
+    """Star 13 of the benchmark's sdss-20 draw (seed [1, 20, 0]): a bright RRab (P = 0.58031 d, g ~ 17.8) whose
+    true peak falls between grid points, so the highest grid peak is an alias (0.58125 d; the truth had 5-13x
+    lower chi^2 there for 3-6 terms).  Refining the 20 highest peaks with 1-4 terms per band finds the truth."""
+    rng = np.random.default_rng([1, 20, False])
+    for _ in range(14):
+        s = simulate(rng, n_epochs=20)
+    assert s.kind == "ab" and abs(s.period - 0.58031) < 1e-5
+    kw = dict(min_period=0.2, max_period=1.2, nterms=3, fap_method="none")
+    top = multiband_periodogram(s.times, s.mags, s.errors, s.bands, n_candidates=1, pick_nterms=3, **kw)
+    pick = multiband_periodogram(s.times, s.mags, s.errors, s.bands, **kw)
+    assert abs(top.best_period / s.period - 1) > 1e-3
+    assert abs(pick.best_period / s.period - 1) < 1e-3 and pick.model_nterms > 1
+    for b in BANDS:  # the picked model describes each band's light curve (template: 8 harmonics, model 2-4)
+        sel = s.bands == b
+        assert np.sqrt(np.mean(((s.mags[sel] - pick.model(s.times[sel], b)) / s.errors[sel]) ** 2)) < 3
+    for bad in (0, -1, 2.5):
+        with pytest.raises(ValueError, match="n_candidates must be a positive integer"):
+            multiband_periodogram(s.times, s.mags, s.errors, s.bands, n_candidates=bad, **kw)
+    with pytest.raises(ValueError, match="pick_nterms must be a positive integer"):
+        multiband_periodogram(s.times, s.mags, s.errors, s.bands, pick_nterms=0, **kw)
