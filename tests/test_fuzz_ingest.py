@@ -182,3 +182,16 @@ def test_upload_api_answers_4xx_never_500_to_any_file_and_metadata(api_app, cont
     assert r.status_code in (200, 201, 400, 413, 415, 422), (r.status_code, r.text)
     if r.status_code >= 400:
         assert r.json()["error"]["message"]
+
+
+def test_a_duplicated_structural_keyword_is_refused_before_astropy_reads_the_header(tmp_path):
+    # found by this fuzz suite in CI: astropy multiplied NAXIS1 = 'GPS' (a later duplicate) by NAXIS2 =
+    # 5204686731143, a 15 TB string, while our scan had read the first NAXIS1 = 13
+    cards = [b"SIMPLE  =                    T".ljust(80), card("BITPIX", "16"), card("NAXIS", "2"),
+             card("NAXIS1", "13"), card("NAXIS2", "7"), card("NAXIS1", "'GPS'"), card("NAXIS2", "5204686731143"),
+             b"END".ljust(80)]
+    head = b"".join(cards)
+    path = tmp_path / "dup.fits"
+    path.write_bytes(head + b" " * (-len(head) % BLOCK) + bytes(2880))
+    with pytest.raises(FitsError, match="NAXIS1 appears more than once"):
+        read_fits_metadata(path, max_data_bytes=LIMIT, max_tile_bytes=LIMIT)

@@ -164,6 +164,10 @@ def _int_card(cards: dict[str, str], key: str, hdu: int, *, default: int | None 
         raise FitsError(f"HDU {hdu}: {key} = {raw!r} is not an integer") from None
 
 
+_STRUCTURAL = re.compile(r"^(SIMPLE|XTENSION|BITPIX|NAXIS\d*|PCOUNT|GCOUNT|GROUPS|EXTEND|THEAP|TFIELDS|"
+                         r"ZIMAGE|ZBITPIX|ZNAXIS\d*|ZTILE\d*|ZCMPTYPE|ZPCOUNT|ZGCOUNT)$")
+
+
 def _read_header_cards(fh, offset: int, file_size: int, hdu: int) -> tuple[dict[str, str], int]:
     """Read one header starting at ``offset``; return (keyword -> raw value of its first card, data offset)."""
     cards: dict[str, str] = {}
@@ -184,6 +188,10 @@ def _read_header_cards(fh, offset: int, file_size: int, hdu: int) -> tuple[dict[
             key = card[:8].rstrip()
             if key == "END":
                 return cards, offset + (block_no + 1) * BLOCK
+            if key in cards and _STRUCTURAL.match(key):
+                # astropy reads another card of a duplicated keyword than we do: NAXIS1 = 'GPS' then
+                # NAXIS2 = 5204686731143 made its data-size product a 15 TB string (a 3 KB memory bomb)
+                raise FitsError(f"HDU {hdu}: structural keyword {key} appears more than once")
             if key and key not in ("COMMENT", "HISTORY", "CONTINUE") and key not in cards:
                 value = _card_value(card)
                 if value is not None:
@@ -655,7 +663,7 @@ def read_fits_metadata(path: str | os.PathLike[str], max_data_bytes: int = DEFAU
         except FitsError:
             raise
         except (OSError, ValueError, TypeError, KeyError, IndexError, ZeroDivisionError, OverflowError,
-                AttributeError, VerifyError, *_decompression_errors()) as exc:
+                AttributeError, MemoryError, VerifyError, *_decompression_errors()) as exc:
             raise FitsError(f"{Path(path).name}: astropy cannot read HDU {layout.index}: "
                             f"{type(exc).__name__}: {str(exc)[:300]}") from exc
     astro_notes.extend(f"astropy: {w.message}" for w in caught)
