@@ -31,20 +31,19 @@ def alerts_router(app: OpenAstro) -> APIRouter:
             return _error(400, "invalid_request", str(exc))
         return JSONResponse({"alerts": rows, "count": len(rows)})
 
-    @router.get(API_PREFIX + "/alerts/{alert_id}.avro")
-    async def alert_avro(alert_id: int) -> Response:
+    async def _packet(alert_id: int, fmt: str, media_type: str) -> Response:
         try:
-            data = await run_in_threadpool(alert_packet, app, alert_id, "avro")
+            data = await run_in_threadpool(alert_packet, app, alert_id, fmt)
         except KeyError:
             return _error(404, "not_found", f"no alert {alert_id}")
-        return Response(data, media_type="avro/binary")
+        return Response(data, media_type=media_type)
+
+    @router.get(API_PREFIX + "/alerts/{alert_id}.avro")
+    async def alert_avro(alert_id: int) -> Response:
+        return await _packet(alert_id, "avro", "avro/binary")
 
     @router.get(API_PREFIX + "/alerts/{alert_id}.xml")
     async def alert_voevent(alert_id: int) -> Response:
-        try:
-            data = await run_in_threadpool(alert_packet, app, alert_id, "xml")
-        except KeyError:
-            return _error(404, "not_found", f"no alert {alert_id}")
-        return Response(data, media_type="application/xml")
+        return await _packet(alert_id, "xml", "application/xml")
 
     return router
